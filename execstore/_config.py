@@ -1,0 +1,76 @@
+"""Settings read from the environment, in one place.
+
+| variable                      | meaning                                         | default        |
+| ----------------------------- | ----------------------------------------------- | -------------- |
+| EXECSTORE_DATABASE_URI        | MongoDB URI; unset starts the embedded mongod   | unset          |
+| EXECSTORE_DATABASE_NAME       | database that holds the store collection        | execstore      |
+| EXECSTORE_COLLECTION_NAME     | collection of stores and keys                   | execution_store|
+| EXECSTORE_DATA_DIR            | data directory of the embedded mongod           | ~/.execstore   |
+| EXECSTORE_MONGOD              | mongod binary for the embedded server           | looked up      |
+| EXECSTORE_TIMEOUT_SECONDS     | how long to wait for an unreachable server      | 5              |
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._errors import InvalidArgumentError
+
+DEFAULT_DATABASE_NAME = "execstore"
+DEFAULT_COLLECTION_NAME = "execution_store"
+DEFAULT_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Connection and embedded-server settings.
+
+    Attributes:
+        database_uri: MongoDB URI, or None to use the embedded mongod.
+        database_name: Database that holds the store collection.
+        collection_name: Collection of stores and keys.
+        data_dir: Data directory of the embedded mongod.
+        mongod: Path of the mongod binary to run, or None to look one up.
+        timeout_seconds: Server selection and connect timeout, in seconds.
+    """
+
+    database_uri: str | None = None
+    database_name: str = DEFAULT_DATABASE_NAME
+    collection_name: str = DEFAULT_COLLECTION_NAME
+    data_dir: Path = Path("~/.execstore").expanduser()
+    mongod: str | None = None
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``EXECSTORE_*`` variables; unset ones keep defaults."""
+        env = os.environ if environ is None else environ
+        data_dir = env.get("EXECSTORE_DATA_DIR") or "~/.execstore"
+        return cls(
+            database_uri=env.get("EXECSTORE_DATABASE_URI") or None,
+            database_name=env.get("EXECSTORE_DATABASE_NAME") or DEFAULT_DATABASE_NAME,
+            collection_name=(
+                env.get("EXECSTORE_COLLECTION_NAME") or DEFAULT_COLLECTION_NAME
+            ),
+            data_dir=Path(data_dir).expanduser(),
+            mongod=env.get("EXECSTORE_MONGOD") or None,
+            timeout_seconds=_parse_timeout(env.get("EXECSTORE_TIMEOUT_SECONDS")),
+        )
+
+
+def _parse_timeout(text: str | None) -> float:
+    if not text:
+        return DEFAULT_TIMEOUT_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidArgumentError(
+            "EXECSTORE_TIMEOUT_SECONDS", "expected a positive number of seconds"
+        )
+    return seconds
