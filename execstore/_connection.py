@@ -1,0 +1,92 @@
+"""The service's own MongoDB client, created lazily on the running event loop.
+
+A Motor client belongs to the event loop it first runs on. The connection
+therefore creates its client on the first call and replaces it when a call
+arrives on another loop, so a service built outside any loop keeps working
+under successive ``asyncio.run`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from bson import ObjectId
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from ._config import Settings
+from ._repository import MongoExecutionStoreRepo
+
+logger = logging.getLogger(__name__)
+
+
+class DefaultConnection:
+    """A client, collection and repository for the running event loop.
+
+    Args:
+        settings: Where to connect; without a URI the embedded mongod is used.
+        collection_name: The collection of stores and keys.
+        dataset_id: The context of the repository.
+    """
+
+    def __init__(
+        self, settings: Settings, collection_name: str, dataset_id: ObjectId | None
+    ) -> None:
+        self._settings = settings
+        self._collection_name = collection_name
+        self._dataset_id = dataset_id
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: Any = None
+        self._repo: MongoExecutionStoreRepo | None = None
+
+    async def repo(self) -> MongoExecutionStoreRepo:
+        """Return the repository bound to the running loop, connecting if needed."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop and self._repo is not None:
+            return self._repo
+
+        uri = await self._resolve_uri()
+        if self._loop is loop and self._repo is not None:
+            return self._repo  # another task connected while this one waited
+
+        self.close()
+        self._client = self._create_client(uri)
+        collection = self._client[self._settings.database_name][self._collection_name]
+        self._repo = MongoExecutionStoreRepo(collection, self._dataset_id)
+        self._loop = loop
+        return self._repo
+
+    async def _resolve_uri(self) -> str:
+        if self._settings.database_uri:
+            return self._settings.database_uri
+        from ._server import ensure_running
+
+        return await asyncio.to_thread(ensure_running, self._settings)
+
+    def _create_client(self, uri: str) -> Any:
+        timeout_ms = int(self._settings.timeout_seconds * 1000)
+        logger.debug(
+            "Creating a MongoDB client for database %s", self._settings.database_name
+        )
+        return AsyncIOMotorClient(
+            uri,
+            tz_aware=True,
+            appname="execstore",
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+        )
+
+    def close(self) -> None:
+        """Close the client, if one was created; the next call creates another."""
+        if self._client is not None:
+            self._client.close()
+        self._client = None
+        self._repo = None
+        self._loop = None
+
+    def forget(self) -> None:
+        """Drop the client without closing it, as a forked child must."""
+        self._client = None
+        self._repo = None
+        self._loop = None

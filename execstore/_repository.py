@@ -1,0 +1,499 @@
+"""Storage of stores and keys in one MongoDB collection: every driver call lives here.
+
+A repository is bound to one context (a dataset id, or None for the global
+context). Methods named ``*_global`` span every context. The service decides
+the clock and passes ``now`` in, so which keys are live is decided by one clock
+for a whole operation; a key is live when it has no ``expires_at`` or its
+``expires_at`` is later than ``now``.
+
+Driver errors are translated at this boundary into execstore errors.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import functools
+import logging
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
+
+from bson import ObjectId
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.errors import (
+    ConnectionFailure,
+    DocumentTooLarge,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+)
+
+from ._errors import DatabaseError, DatabaseUnavailableError, InvalidValueError
+from ._models import STORE_DOCUMENT_KEY
+
+logger = logging.getLogger(__name__)
+
+RawDocument = Mapping[str, Any]
+
+UNIQUE_INDEX_NAME = "unique_store_index"
+UNIQUE_INDEX_KEYS = [("store_name", ASCENDING), ("key", ASCENDING), ("dataset_id", ASCENDING)]
+CONTEXT_INDEX_NAME = "context_store_key"
+CONTEXT_INDEX_KEYS = [("dataset_id", ASCENDING), ("store_name", ASCENDING), ("key", ASCENDING)]
+EXPIRY_INDEX_NAME = "expires_at_1"
+EXPIRY_INDEX_KEYS = [("expires_at", ASCENDING)]
+
+# MongoDB error codes meaning that a document is over the BSON size limit.
+_DOCUMENT_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
+
+# Collections whose indexes are known to be in place, per client, so index
+# setup runs once per client and collection in a process.
+_indexed_collections: weakref.WeakKeyDictionary[Any, set[str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _translate_driver_errors(
+    method: Callable[_P, Awaitable[_T]],
+) -> Callable[_P, Awaitable[_T]]:
+    """Re-raise driver errors from ``method`` as execstore errors."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(*args, **kwargs)
+        except DocumentTooLarge as exc:
+            raise InvalidValueError(
+                "value", "the stored document is over MongoDB's size limit"
+            ) from exc
+        except ConnectionFailure as exc:
+            raise DatabaseUnavailableError(
+                f"MongoDB could not be reached during {method.__name__}: "
+                f"{type(exc).__name__}; check that the server is running and "
+                "that EXECSTORE_DATABASE_URI names it"
+            ) from exc
+        except OperationFailure as exc:
+            if exc.code in _DOCUMENT_TOO_LARGE_CODES:
+                raise InvalidValueError(
+                    "value", "the stored document is over MongoDB's size limit"
+                ) from exc
+            raise DatabaseError(
+                f"MongoDB failed {method.__name__}: {type(exc).__name__} "
+                f"(code {exc.code})"
+            ) from exc
+        except PyMongoError as exc:
+            raise DatabaseError(
+                f"MongoDB failed {method.__name__}: {type(exc).__name__}"
+            ) from exc
+
+    return wrapper
+
+
+def live_filter(now: datetime) -> dict[str, Any]:
+    """Return the query part that matches documents not expired at ``now``."""
+    return {"$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}]}
+
+
+def _evictable_filter() -> dict[str, Any]:
+    # Documents written without a policy field are evictable when they expire.
+    return {
+        "key": {"$ne": STORE_DOCUMENT_KEY},
+        "$or": [
+            {"policy": "evict"},
+            {"policy": {"$exists": False}, "expires_at": {"$ne": None}},
+        ],
+    }
+
+
+def _existing_store_filter(now: datetime) -> dict[str, Any]:
+    # A store exists through its store document or through any live key.
+    return {
+        "$or": [
+            {"key": STORE_DOCUMENT_KEY},
+            {"expires_at": None},
+            {"expires_at": {"$gt": now}},
+        ]
+    }
+
+
+class ExecutionStoreRepo(abc.ABC):
+    """Storage of the stores and keys of one context.
+
+    Attributes:
+        dataset_id: The context: a dataset's ObjectId, or None for global.
+    """
+
+    dataset_id: ObjectId | None
+
+    @abc.abstractmethod
+    async def upsert_key(
+        self,
+        store_name: str,
+        key: str,
+        value: Any,
+        policy: str,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> RawDocument:
+        """Write a key in one round trip and return the stored document.
+
+        ``created_at`` is kept when a live key is overwritten and set to
+        ``now`` otherwise.
+        """
+
+    @abc.abstractmethod
+    async def find_key(self, store_name: str, key: str, now: datetime) -> RawDocument | None:
+        """Return the live key's document, or None."""
+
+    @abc.abstractmethod
+    async def delete_key(self, store_name: str, key: str, now: datetime) -> bool:
+        """Delete a live key; return whether one was deleted."""
+
+    @abc.abstractmethod
+    async def update_expiry(
+        self, store_name: str, key: str, expires_at: datetime, now: datetime
+    ) -> RawDocument | None:
+        """Set a live key's expiry, make it evictable, and return it, or None."""
+
+    @abc.abstractmethod
+    async def list_keys(self, store_name: str, now: datetime) -> list[str]:
+        """Return the live keys of a store, sorted."""
+
+    @abc.abstractmethod
+    async def count_keys(self, store_name: str, now: datetime) -> int:
+        """Count the live keys of a store."""
+
+    @abc.abstractmethod
+    async def insert_store_document(self, document: dict[str, Any]) -> bool:
+        """Insert a store document; return False when the store already has one."""
+
+    @abc.abstractmethod
+    async def find_store_document(self, store_name: str) -> RawDocument | None:
+        """Return the store's own document, or None."""
+
+    @abc.abstractmethod
+    async def summarize_live_keys(self, store_name: str, now: datetime) -> RawDocument | None:
+        """Return the earliest created_at and latest updated_at of a store's live keys.
+
+        Returns None when the store has no live key.
+        """
+
+    @abc.abstractmethod
+    async def has_store(self, store_name: str, now: datetime) -> bool:
+        """Return whether the store has a store document or a live key."""
+
+    @abc.abstractmethod
+    async def list_store_names(self, now: datetime) -> list[str]:
+        """Return the names of the stores that exist in this context, sorted."""
+
+    @abc.abstractmethod
+    async def delete_store(self, store_name: str) -> int:
+        """Delete a store's document and keys; return how many documents went."""
+
+    @abc.abstractmethod
+    async def clear_cache(self, store_name: str | None, now: datetime) -> int:
+        """Delete evictable keys, of one store or all; return how many were live."""
+
+    @abc.abstractmethod
+    async def delete_context(self) -> int:
+        """Delete every store and key of this context; return the documents deleted."""
+
+    @abc.abstractmethod
+    async def find_store_documents_global(self, store_name: str | None) -> list[RawDocument]:
+        """Return the store documents of every context, of one store or all."""
+
+    @abc.abstractmethod
+    async def summarize_live_keys_global(
+        self, store_name: str | None, now: datetime
+    ) -> list[RawDocument]:
+        """Summarize live keys per (store_name, dataset_id) across every context.
+
+        Each entry has store_name, dataset_id, created_at and updated_at.
+        """
+
+    @abc.abstractmethod
+    async def has_store_global(self, store_name: str, now: datetime) -> bool:
+        """Return whether the store exists in any context."""
+
+    @abc.abstractmethod
+    async def delete_store_global(self, store_name: str) -> int:
+        """Delete a store in every context; return how many documents went."""
+
+
+class MongoExecutionStoreRepo(ExecutionStoreRepo):
+    """ExecutionStoreRepo on an asyncio Motor collection.
+
+    Any collection with Motor's interface works, mongomock-motor's included.
+    Indexes are created on first use.
+
+    Args:
+        collection: The collection of stores and keys.
+        dataset_id: The context, or None for the global context.
+    """
+
+    def __init__(self, collection: Any, dataset_id: ObjectId | None = None) -> None:
+        self.collection = collection
+        self.dataset_id = dataset_id
+        self._indexes_ready = False
+        self._index_lock: asyncio.Lock | None = None
+
+    def _context(self) -> dict[str, Any]:
+        return {"dataset_id": self.dataset_id}
+
+    def _key_filter(self, store_name: str, key: str) -> dict[str, Any]:
+        return {"store_name": store_name, "key": key, "dataset_id": self.dataset_id}
+
+    async def _ready(self) -> Any:
+        if not self._indexes_ready:
+            await self._ensure_indexes_once()
+        return self.collection
+
+    async def _ensure_indexes_once(self) -> None:
+        if self._index_lock is None:
+            self._index_lock = asyncio.Lock()
+        async with self._index_lock:
+            if self._indexes_ready:
+                return
+            client = self.collection.database.client
+            done = _indexed_collections.setdefault(client, set())
+            if self.collection.full_name not in done:
+                await ensure_indexes(self.collection)
+                done.add(self.collection.full_name)
+            self._indexes_ready = True
+
+    @_translate_driver_errors
+    async def upsert_key(
+        self,
+        store_name: str,
+        key: str,
+        value: Any,
+        policy: str,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> RawDocument:
+        collection = await self._ready()
+        was_live = {
+            "$and": [
+                {"$gt": ["$created_at", None]},
+                {"$or": [{"$lte": ["$expires_at", None]}, {"$gt": ["$expires_at", now]}]},
+            ]
+        }
+        stage = {
+            # $literal keeps dict keys that start with "$" from being read as
+            # expressions of the pipeline.
+            "value": {"$literal": value},
+            "policy": policy,
+            "expires_at": expires_at,
+            "updated_at": now,
+            "created_at": {"$cond": [was_live, "$created_at", now]},
+        }
+        document: RawDocument = await collection.find_one_and_update(
+            self._key_filter(store_name, key),
+            [{"$set": stage}],
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        return document
+
+    @_translate_driver_errors
+    async def find_key(self, store_name: str, key: str, now: datetime) -> RawDocument | None:
+        collection = await self._ready()
+        query = {**self._key_filter(store_name, key), **live_filter(now)}
+        document: RawDocument | None = await collection.find_one(query)
+        return document
+
+    @_translate_driver_errors
+    async def delete_key(self, store_name: str, key: str, now: datetime) -> bool:
+        collection = await self._ready()
+        query = {**self._key_filter(store_name, key), **live_filter(now)}
+        result = await collection.delete_one(query)
+        return bool(result.deleted_count)
+
+    @_translate_driver_errors
+    async def update_expiry(
+        self, store_name: str, key: str, expires_at: datetime, now: datetime
+    ) -> RawDocument | None:
+        collection = await self._ready()
+        query = {**self._key_filter(store_name, key), **live_filter(now)}
+        changes = {"expires_at": expires_at, "policy": "evict", "updated_at": now}
+        document: RawDocument | None = await collection.find_one_and_update(
+            query, {"$set": changes}, return_document=ReturnDocument.AFTER
+        )
+        return document
+
+    def _store_keys_filter(self, store_name: str, now: datetime) -> dict[str, Any]:
+        return {
+            **self._context(),
+            "store_name": store_name,
+            "key": {"$ne": STORE_DOCUMENT_KEY},
+            **live_filter(now),
+        }
+
+    @_translate_driver_errors
+    async def list_keys(self, store_name: str, now: datetime) -> list[str]:
+        collection = await self._ready()
+        cursor = collection.find(
+            self._store_keys_filter(store_name, now), {"key": True, "_id": False}
+        ).sort("key", ASCENDING)
+        return [document["key"] async for document in cursor]
+
+    @_translate_driver_errors
+    async def count_keys(self, store_name: str, now: datetime) -> int:
+        collection = await self._ready()
+        count: int = await collection.count_documents(
+            self._store_keys_filter(store_name, now)
+        )
+        return count
+
+    @_translate_driver_errors
+    async def insert_store_document(self, document: dict[str, Any]) -> bool:
+        collection = await self._ready()
+        try:
+            await collection.insert_one({**document, "dataset_id": self.dataset_id})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    @_translate_driver_errors
+    async def find_store_document(self, store_name: str) -> RawDocument | None:
+        collection = await self._ready()
+        document: RawDocument | None = await collection.find_one(
+            self._key_filter(store_name, STORE_DOCUMENT_KEY)
+        )
+        return document
+
+    @_translate_driver_errors
+    async def summarize_live_keys(self, store_name: str, now: datetime) -> RawDocument | None:
+        collection = await self._ready()
+        match = self._store_keys_filter(store_name, now)
+        summaries = await _aggregate(collection, _summary_pipeline(match))
+        return summaries[0] if summaries else None
+
+    @_translate_driver_errors
+    async def has_store(self, store_name: str, now: datetime) -> bool:
+        collection = await self._ready()
+        query = {**self._context(), "store_name": store_name, **_existing_store_filter(now)}
+        return await collection.find_one(query, {"_id": True}) is not None
+
+    @_translate_driver_errors
+    async def list_store_names(self, now: datetime) -> list[str]:
+        collection = await self._ready()
+        query = {**self._context(), **_existing_store_filter(now)}
+        names: list[str] = await collection.distinct("store_name", query)
+        return sorted(names)
+
+    @_translate_driver_errors
+    async def delete_store(self, store_name: str) -> int:
+        collection = await self._ready()
+        result = await collection.delete_many({**self._context(), "store_name": store_name})
+        return int(result.deleted_count)
+
+    @_translate_driver_errors
+    async def clear_cache(self, store_name: str | None, now: datetime) -> int:
+        collection = await self._ready()
+        query = {**self._context(), **_evictable_filter()}
+        if store_name is not None:
+            query["store_name"] = store_name
+        live = await collection.delete_many({"$and": [query, live_filter(now)]})
+        # Expired evictable keys are already invisible; delete them too rather
+        # than wait for the TTL monitor, but do not count them.
+        await collection.delete_many({"$and": [query, {"expires_at": {"$lte": now}}]})
+        return int(live.deleted_count)
+
+    @_translate_driver_errors
+    async def delete_context(self) -> int:
+        collection = await self._ready()
+        result = await collection.delete_many(self._context())
+        return int(result.deleted_count)
+
+    @_translate_driver_errors
+    async def find_store_documents_global(self, store_name: str | None) -> list[RawDocument]:
+        collection = await self._ready()
+        query: dict[str, Any] = {"key": STORE_DOCUMENT_KEY}
+        if store_name is not None:
+            query["store_name"] = store_name
+        return [document async for document in collection.find(query)]
+
+    @_translate_driver_errors
+    async def summarize_live_keys_global(
+        self, store_name: str | None, now: datetime
+    ) -> list[RawDocument]:
+        collection = await self._ready()
+        match: dict[str, Any] = {"key": {"$ne": STORE_DOCUMENT_KEY}, **live_filter(now)}
+        if store_name is not None:
+            match["store_name"] = store_name
+        group_id = {
+            "store_name": "$store_name",
+            "dataset_id": {"$ifNull": ["$dataset_id", None]},
+        }
+        summaries = await _aggregate(collection, _summary_pipeline(match, group_id))
+        return [{**summary["_id"], **summary} for summary in summaries]
+
+    @_translate_driver_errors
+    async def has_store_global(self, store_name: str, now: datetime) -> bool:
+        collection = await self._ready()
+        query = {"store_name": store_name, **_existing_store_filter(now)}
+        return await collection.find_one(query, {"_id": True}) is not None
+
+    @_translate_driver_errors
+    async def delete_store_global(self, store_name: str) -> int:
+        collection = await self._ready()
+        result = await collection.delete_many({"store_name": store_name})
+        return int(result.deleted_count)
+
+
+def _summary_pipeline(match: dict[str, Any], group_id: Any = None) -> list[dict[str, Any]]:
+    return [
+        {"$match": match},
+        {
+            "$group": {
+                "_id": group_id,
+                "created_at": {"$min": "$created_at"},
+                "updated_at": {"$max": "$updated_at"},
+                "keys": {"$sum": 1},
+            }
+        },
+        # mongomock returns one empty group for an empty input; MongoDB none.
+        {"$match": {"keys": {"$gt": 0}}},
+    ]
+
+
+async def _aggregate(collection: Any, pipeline: list[dict[str, Any]]) -> list[RawDocument]:
+    cursor = collection.aggregate(pipeline)
+    return [document async for document in cursor]
+
+
+@_translate_driver_errors
+async def ensure_indexes(collection: Any) -> None:
+    """Create the collection's indexes, converging a TTL index that differs.
+
+    Safe to run again and from several processes at once: an index that exists
+    with the same keys is left as it is, except that an ``expires_at`` index
+    whose ``expireAfterSeconds`` is not 0 is changed to 0 with collMod.
+    """
+    existing = await collection.index_information()
+    by_keys = {tuple(tuple(pair) for pair in spec["key"]): (name, spec) for name, spec in existing.items()}
+
+    unique_keys = tuple(UNIQUE_INDEX_KEYS)
+    if unique_keys not in by_keys:
+        await collection.create_index(UNIQUE_INDEX_KEYS, name=UNIQUE_INDEX_NAME, unique=True)
+    context_keys = tuple(CONTEXT_INDEX_KEYS)
+    if context_keys not in by_keys:
+        await collection.create_index(CONTEXT_INDEX_KEYS, name=CONTEXT_INDEX_NAME)
+
+    expiry = by_keys.get(tuple(EXPIRY_INDEX_KEYS))
+    if expiry is None:
+        await collection.create_index(EXPIRY_INDEX_KEYS, name=EXPIRY_INDEX_NAME, expireAfterSeconds=0)
+    elif expiry[1].get("expireAfterSeconds") != 0:
+        logger.info(
+            "Changing expireAfterSeconds of index %s on %s to 0",
+            expiry[0],
+            collection.full_name,
+        )
+        await collection.database.command(
+            "collMod", collection.name, index={"name": expiry[0], "expireAfterSeconds": 0}
+        )

@@ -1,0 +1,161 @@
+"""Checks and normalization of every argument, run before any write.
+
+Each check raises InvalidArgumentError or InvalidArgumentTypeError naming the
+argument. Messages describe the value's type or the rule it breaks, never the
+value itself.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import timedelta
+from typing import Any
+
+import bson
+from bson import ObjectId
+
+from ._errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidValueError
+from ._models import STORE_DOCUMENT_KEY, KeyPolicy
+
+MAX_NAME_BYTES = 4096
+MAX_TTL = timedelta(days=36525)  # 100 years of 365.25 days
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # MongoDB's BSON document size limit
+# Room for every field but the value: ids, timestamps, policy and field names.
+_FIELDS_OVERHEAD_BYTES = 256
+
+_UNENCODABLE_TYPE = re.compile(r"of type: <class '([^']+)'>")
+
+
+def normalize_dataset_id(dataset_id: object) -> ObjectId | None:
+    """Return the context's ObjectId, or None for the global context."""
+    if dataset_id is None or isinstance(dataset_id, ObjectId):
+        return dataset_id
+    if not isinstance(dataset_id, str):
+        raise InvalidArgumentTypeError(
+            "dataset_id", "an ObjectId, a 24-character hex str or None", dataset_id
+        )
+    if not ObjectId.is_valid(dataset_id) or len(dataset_id) != 24:
+        raise InvalidArgumentError(
+            "dataset_id", "expected a 24-character hex string of an ObjectId"
+        )
+    return ObjectId(dataset_id)
+
+
+def validate_name(name: object, argument: str) -> str:
+    """Return ``name`` if it is a usable store name or key."""
+    if not isinstance(name, str):
+        raise InvalidArgumentTypeError(argument, "a non-empty str", name)
+    if not name:
+        raise InvalidArgumentError(argument, "must not be empty")
+    if "\x00" in name:
+        raise InvalidArgumentError(argument, "must not contain the NUL character")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(
+            argument, "must be valid Unicode without lone surrogates"
+        ) from None
+    if size > MAX_NAME_BYTES:
+        raise InvalidArgumentError(
+            argument, f"is {size} bytes in UTF-8, over the limit of {MAX_NAME_BYTES}"
+        )
+    return name
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` if it is a usable key; the store document's key is reserved."""
+    validate_name(key, "key")
+    if key == STORE_DOCUMENT_KEY:
+        raise InvalidArgumentError(
+            "key", f"{STORE_DOCUMENT_KEY!r} is reserved for the store's own document"
+        )
+    return key  # type: ignore[return-value]
+
+
+def validate_policy(policy: object) -> KeyPolicy:
+    """Return the KeyPolicy named by ``policy``."""
+    if not isinstance(policy, str):
+        raise InvalidArgumentTypeError("policy", "'persist' or 'evict'", policy)
+    try:
+        return KeyPolicy(policy)
+    except ValueError:
+        raise InvalidArgumentError(
+            "policy", "expected 'persist' or 'evict'"
+        ) from None
+
+
+def validate_ttl(ttl: object, argument: str = "ttl") -> timedelta | None:
+    """Return ``ttl`` as a timedelta, or None when there is no expiry."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, timedelta):
+        duration = ttl
+    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+        duration = _seconds_to_timedelta(ttl, argument)
+    else:
+        raise InvalidArgumentTypeError(
+            argument, "an int or float of seconds, a timedelta or None", ttl
+        )
+    if duration <= timedelta(0):
+        raise InvalidArgumentError(argument, "must be a positive duration")
+    if duration > MAX_TTL:
+        raise InvalidArgumentError(argument, "must be at most 100 years")
+    return duration
+
+
+def _seconds_to_timedelta(seconds: float, argument: str) -> timedelta:
+    if not math.isfinite(seconds):
+        raise InvalidArgumentError(argument, "must be a finite number of seconds")
+    if abs(seconds) > MAX_TTL.total_seconds() * 2:
+        raise InvalidArgumentError(argument, "must be at most 100 years")
+    return timedelta(seconds=seconds)
+
+
+def validate_metadata(metadata: object) -> dict[str, Any]:
+    """Return the store metadata, ``{}`` for None, checked to be storable."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise InvalidArgumentTypeError("metadata", "a dict or None", metadata)
+    validate_value(metadata, "metadata", 0)
+    return metadata
+
+
+def validate_value(value: object, argument: str, names_bytes: int) -> None:
+    """Reject ``value`` unless BSON can encode it within the document size limit.
+
+    Args:
+        value: The value to store.
+        argument: The argument's name for errors.
+        names_bytes: UTF-8 size of the store name and key stored beside it.
+    """
+    try:
+        encoded = bson.encode({"value": value})
+    except (bson.errors.InvalidDocument, OverflowError, UnicodeEncodeError) as exc:
+        raise InvalidValueError(argument, _describe_encoding_error(exc)) from None
+    size = len(encoded) + names_bytes + _FIELDS_OVERHEAD_BYTES
+    if size > MAX_DOCUMENT_BYTES:
+        raise InvalidValueError(
+            argument,
+            f"the stored document would be about {size} bytes, over MongoDB's "
+            f"limit of {MAX_DOCUMENT_BYTES} bytes",
+        )
+
+
+def _describe_encoding_error(exc: Exception) -> str:
+    if isinstance(exc, OverflowError):
+        return "contains an int outside the signed 64-bit range that BSON holds"
+    if isinstance(exc, UnicodeEncodeError):
+        return "contains a str with a lone surrogate, which is not valid UTF-8"
+    text = str(exc)
+    unencodable = _UNENCODABLE_TYPE.search(text)
+    if unencodable:
+        return f"BSON cannot encode a value of type {unencodable.group(1)}"
+    if "string keys" in text:
+        return "contains a dict with a key that is not a str"
+    if "NULL byte" in text:
+        return "contains a dict key with the NUL character"
+    return "BSON cannot encode it"
+
+
