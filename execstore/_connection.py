@@ -1,6 +1,6 @@
 """The service's own MongoDB client, created lazily on the running event loop.
 
-A Motor client belongs to the event loop it first runs on. The connection
+An asyncio client belongs to the event loop it first runs on. The connection
 therefore creates its client on the first call and replaces it when a call
 arrives on another loop, so a service built outside any loop keeps working
 under successive ``asyncio.run`` calls.
@@ -13,9 +13,11 @@ import logging
 from typing import Any
 
 from bson import ObjectId
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo.errors import PyMongoError
 
 from ._config import Settings
+from ._drivers import close_client, create_client
+from ._errors import InvalidArgumentError
 from ._repository import MongoExecutionStoreRepo
 
 logger = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ class DefaultConnection:
         if self._loop is loop and self._repo is not None:
             return self._repo  # another task connected while this one waited
 
-        self.close()
+        self.forget()  # a client of a finished loop cannot be closed on this one
         self._client = self._create_client(uri)
         collection = self._client[self._settings.database_name][self._collection_name]
         self._repo = MongoExecutionStoreRepo(collection, self._dataset_id)
@@ -69,24 +71,35 @@ class DefaultConnection:
         logger.debug(
             "Creating a MongoDB client for database %s", self._settings.database_name
         )
-        return AsyncIOMotorClient(
-            uri,
-            tz_aware=True,
-            appname="execstore",
-            serverSelectionTimeoutMS=timeout_ms,
-            connectTimeoutMS=timeout_ms,
-        )
+        options = {
+            "tz_aware": True,
+            "appname": "execstore",
+            "serverSelectionTimeoutMS": timeout_ms,
+            "connectTimeoutMS": timeout_ms,
+        }
+        try:
+            return create_client(self._settings.driver, uri, options)
+        except PyMongoError as exc:
+            # The message may contain the URI and its password, so it is not kept.
+            raise InvalidArgumentError(
+                "database_uri",
+                f"MongoDB rejected the URI ({type(exc).__name__}); check "
+                "EXECSTORE_DATABASE_URI or Settings.database_uri",
+            ) from None
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close the client, if one was created; the next call creates another."""
-        if self._client is not None:
-            self._client.close()
-        self._client = None
-        self._repo = None
-        self._loop = None
+        client = self._client
+        self.forget()
+        if client is not None:
+            await close_client(client)
 
     def forget(self) -> None:
-        """Drop the client without closing it, as a forked child must."""
+        """Drop the client without closing it.
+
+        A forked child must not close its parent's client, and a client bound
+        to a finished event loop cannot be closed from another.
+        """
         self._client = None
         self._repo = None
         self._loop = None

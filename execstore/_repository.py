@@ -16,7 +16,7 @@ import asyncio
 import functools
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -30,6 +30,7 @@ from pymongo.errors import (
     PyMongoError,
 )
 
+from ._drivers import aggregate
 from ._errors import DatabaseError, DatabaseUnavailableError, InvalidValueError
 from ._models import STORE_DOCUMENT_KEY
 
@@ -38,9 +39,17 @@ logger = logging.getLogger(__name__)
 RawDocument = Mapping[str, Any]
 
 UNIQUE_INDEX_NAME = "unique_store_index"
-UNIQUE_INDEX_KEYS = [("store_name", ASCENDING), ("key", ASCENDING), ("dataset_id", ASCENDING)]
+UNIQUE_INDEX_KEYS = [
+    ("store_name", ASCENDING),
+    ("key", ASCENDING),
+    ("dataset_id", ASCENDING),
+]
 CONTEXT_INDEX_NAME = "context_store_key"
-CONTEXT_INDEX_KEYS = [("dataset_id", ASCENDING), ("store_name", ASCENDING), ("key", ASCENDING)]
+CONTEXT_INDEX_KEYS = [
+    ("dataset_id", ASCENDING),
+    ("store_name", ASCENDING),
+    ("key", ASCENDING),
+]
 EXPIRY_INDEX_NAME = "expires_at_1"
 EXPIRY_INDEX_KEYS = [("expires_at", ASCENDING)]
 
@@ -58,8 +67,8 @@ _T = TypeVar("_T")
 
 
 def _translate_driver_errors(
-    method: Callable[_P, Awaitable[_T]],
-) -> Callable[_P, Awaitable[_T]]:
+    method: Callable[_P, Coroutine[Any, Any, _T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
     """Re-raise driver errors from ``method`` as execstore errors."""
 
     @functools.wraps(method)
@@ -146,7 +155,9 @@ class ExecutionStoreRepo(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def find_key(self, store_name: str, key: str, now: datetime) -> RawDocument | None:
+    async def find_key(
+        self, store_name: str, key: str, now: datetime
+    ) -> RawDocument | None:
         """Return the live key's document, or None."""
 
     @abc.abstractmethod
@@ -176,7 +187,9 @@ class ExecutionStoreRepo(abc.ABC):
         """Return the store's own document, or None."""
 
     @abc.abstractmethod
-    async def summarize_live_keys(self, store_name: str, now: datetime) -> RawDocument | None:
+    async def summarize_live_keys(
+        self, store_name: str, now: datetime
+    ) -> RawDocument | None:
         """Return the earliest created_at and latest updated_at of a store's live keys.
 
         Returns None when the store has no live key.
@@ -203,7 +216,9 @@ class ExecutionStoreRepo(abc.ABC):
         """Delete every store and key of this context; return the documents deleted."""
 
     @abc.abstractmethod
-    async def find_store_documents_global(self, store_name: str | None) -> list[RawDocument]:
+    async def find_store_documents_global(
+        self, store_name: str | None
+    ) -> list[RawDocument]:
         """Return the store documents of every context, of one store or all."""
 
     @abc.abstractmethod
@@ -225,9 +240,10 @@ class ExecutionStoreRepo(abc.ABC):
 
 
 class MongoExecutionStoreRepo(ExecutionStoreRepo):
-    """ExecutionStoreRepo on an asyncio Motor collection.
+    """ExecutionStoreRepo on an asyncio MongoDB collection.
 
-    Any collection with Motor's interface works, mongomock-motor's included.
+    The collection may be Motor's, PyMongo's ``AsyncCollection`` or
+    mongomock-motor's.
     Indexes are created on first use.
 
     Args:
@@ -279,7 +295,12 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         was_live = {
             "$and": [
                 {"$gt": ["$created_at", None]},
-                {"$or": [{"$lte": ["$expires_at", None]}, {"$gt": ["$expires_at", now]}]},
+                {
+                    "$or": [
+                        {"$lte": ["$expires_at", None]},
+                        {"$gt": ["$expires_at", now]},
+                    ]
+                },
             ]
         }
         stage = {
@@ -300,7 +321,9 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         return document
 
     @_translate_driver_errors
-    async def find_key(self, store_name: str, key: str, now: datetime) -> RawDocument | None:
+    async def find_key(
+        self, store_name: str, key: str, now: datetime
+    ) -> RawDocument | None:
         collection = await self._ready()
         query = {**self._key_filter(store_name, key), **live_filter(now)}
         document: RawDocument | None = await collection.find_one(query)
@@ -367,16 +390,22 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         return document
 
     @_translate_driver_errors
-    async def summarize_live_keys(self, store_name: str, now: datetime) -> RawDocument | None:
+    async def summarize_live_keys(
+        self, store_name: str, now: datetime
+    ) -> RawDocument | None:
         collection = await self._ready()
         match = self._store_keys_filter(store_name, now)
-        summaries = await _aggregate(collection, _summary_pipeline(match))
+        summaries = await aggregate(collection, _summary_pipeline(match))
         return summaries[0] if summaries else None
 
     @_translate_driver_errors
     async def has_store(self, store_name: str, now: datetime) -> bool:
         collection = await self._ready()
-        query = {**self._context(), "store_name": store_name, **_existing_store_filter(now)}
+        query = {
+            **self._context(),
+            "store_name": store_name,
+            **_existing_store_filter(now),
+        }
         return await collection.find_one(query, {"_id": True}) is not None
 
     @_translate_driver_errors
@@ -389,7 +418,9 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
     @_translate_driver_errors
     async def delete_store(self, store_name: str) -> int:
         collection = await self._ready()
-        result = await collection.delete_many({**self._context(), "store_name": store_name})
+        result = await collection.delete_many(
+            {**self._context(), "store_name": store_name}
+        )
         return int(result.deleted_count)
 
     @_translate_driver_errors
@@ -411,7 +442,9 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         return int(result.deleted_count)
 
     @_translate_driver_errors
-    async def find_store_documents_global(self, store_name: str | None) -> list[RawDocument]:
+    async def find_store_documents_global(
+        self, store_name: str | None
+    ) -> list[RawDocument]:
         collection = await self._ready()
         query: dict[str, Any] = {"key": STORE_DOCUMENT_KEY}
         if store_name is not None:
@@ -430,7 +463,7 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
             "store_name": "$store_name",
             "dataset_id": {"$ifNull": ["$dataset_id", None]},
         }
-        summaries = await _aggregate(collection, _summary_pipeline(match, group_id))
+        summaries = await aggregate(collection, _summary_pipeline(match, group_id))
         return [{**summary["_id"], **summary} for summary in summaries]
 
     @_translate_driver_errors
@@ -446,7 +479,9 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         return int(result.deleted_count)
 
 
-def _summary_pipeline(match: dict[str, Any], group_id: Any = None) -> list[dict[str, Any]]:
+def _summary_pipeline(
+    match: dict[str, Any], group_id: Any = None
+) -> list[dict[str, Any]]:
     return [
         {"$match": match},
         {
@@ -462,11 +497,6 @@ def _summary_pipeline(match: dict[str, Any], group_id: Any = None) -> list[dict[
     ]
 
 
-async def _aggregate(collection: Any, pipeline: list[dict[str, Any]]) -> list[RawDocument]:
-    cursor = collection.aggregate(pipeline)
-    return [document async for document in cursor]
-
-
 @_translate_driver_errors
 async def ensure_indexes(collection: Any) -> None:
     """Create the collection's indexes, converging a TTL index that differs.
@@ -476,18 +506,25 @@ async def ensure_indexes(collection: Any) -> None:
     whose ``expireAfterSeconds`` is not 0 is changed to 0 with collMod.
     """
     existing = await collection.index_information()
-    by_keys = {tuple(tuple(pair) for pair in spec["key"]): (name, spec) for name, spec in existing.items()}
+    by_keys = {
+        tuple(tuple(pair) for pair in spec["key"]): (name, spec)
+        for name, spec in existing.items()
+    }
 
     unique_keys = tuple(UNIQUE_INDEX_KEYS)
     if unique_keys not in by_keys:
-        await collection.create_index(UNIQUE_INDEX_KEYS, name=UNIQUE_INDEX_NAME, unique=True)
+        await collection.create_index(
+            UNIQUE_INDEX_KEYS, name=UNIQUE_INDEX_NAME, unique=True
+        )
     context_keys = tuple(CONTEXT_INDEX_KEYS)
     if context_keys not in by_keys:
         await collection.create_index(CONTEXT_INDEX_KEYS, name=CONTEXT_INDEX_NAME)
 
     expiry = by_keys.get(tuple(EXPIRY_INDEX_KEYS))
     if expiry is None:
-        await collection.create_index(EXPIRY_INDEX_KEYS, name=EXPIRY_INDEX_NAME, expireAfterSeconds=0)
+        await collection.create_index(
+            EXPIRY_INDEX_KEYS, name=EXPIRY_INDEX_NAME, expireAfterSeconds=0
+        )
     elif expiry[1].get("expireAfterSeconds") != 0:
         logger.info(
             "Changing expireAfterSeconds of index %s on %s to 0",
@@ -495,5 +532,7 @@ async def ensure_indexes(collection: Any) -> None:
             collection.full_name,
         )
         await collection.database.command(
-            "collMod", collection.name, index={"name": expiry[0], "expireAfterSeconds": 0}
+            "collMod",
+            collection.name,
+            index={"name": expiry[0], "expireAfterSeconds": 0},
         )

@@ -16,7 +16,12 @@ from bson import ObjectId
 
 from ._config import Settings
 from ._connection import DefaultConnection
-from ._errors import InvalidArgumentError, ServiceClosedError, StoreExistsError
+from ._errors import (
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    ServiceClosedError,
+    StoreExistsError,
+)
 from ._models import (
     STORE_DOCUMENT_KEY,
     KeyDocument,
@@ -29,13 +34,13 @@ from ._models import (
 )
 from ._repository import ExecutionStoreRepo
 from ._validation import (
-    validate_value,
     normalize_dataset_id,
     validate_key,
     validate_metadata,
     validate_name,
     validate_policy,
     validate_ttl,
+    validate_value,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,13 +54,16 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _resolve_context(repo: ExecutionStoreRepo | None, dataset_id: object) -> ObjectId | None:
+def _resolve_context(
+    repo: ExecutionStoreRepo | None, dataset_id: object
+) -> ObjectId | None:
     context = normalize_dataset_id(dataset_id)
     if repo is None or dataset_id is None:
         return repo.dataset_id if repo is not None else context
     if repo.dataset_id != context:
         raise InvalidArgumentError(
-            "dataset_id", "differs from the dataset_id of the repo; pass only one of them"
+            "dataset_id",
+            "differs from the dataset_id of the repo; pass only one of them",
         )
     return context
 
@@ -95,7 +103,9 @@ class ExecutionStoreService:
         self._connection: DefaultConnection | None = None
         if repo is None:
             settings = settings or Settings.from_env()
-            name = validate_name(collection_name or settings.collection_name, "collection_name")
+            name = validate_name(
+                collection_name or settings.collection_name, "collection_name"
+            )
             self._connection = DefaultConnection(settings, name, self._dataset_id)
         self._closed = False
 
@@ -122,7 +132,7 @@ class ExecutionStoreService:
         """
         self._closed = True
         if self._connection is not None:
-            self._connection.close()
+            await self._connection.close()
 
     def _forget_connection(self) -> None:
         if self._connection is not None:
@@ -152,6 +162,8 @@ class ExecutionStoreService:
         validate_name(store_name, "store_name")
         store_metadata = validate_metadata(metadata)
         store_policy = validate_policy(policy)
+        if not isinstance(exist_ok, bool):
+            raise InvalidArgumentTypeError("exist_ok", "a bool", exist_ok)
         repo = await self._get_repo()
 
         now = self._now()
@@ -190,7 +202,10 @@ class ExecutionStoreService:
         if summary is None:
             return None
         return implicit_store_document(
-            store_name, self._dataset_id, summary["created_at"], summary.get("updated_at")
+            store_name,
+            self._dataset_id,
+            summary["created_at"],
+            summary.get("updated_at"),
         )
 
     async def has_store(self, store_name: str) -> bool:
@@ -267,7 +282,11 @@ class ExecutionStoreService:
         return key_document_from_raw(raw)
 
     async def set_cache_key(
-        self, store_name: str, key: str, value: Any, ttl: float | timedelta | None = None
+        self,
+        store_name: str,
+        key: str,
+        value: Any,
+        ttl: float | timedelta | None = None,
     ) -> KeyDocument:
         """Write an evictable key: ``set_key`` with ``policy="evict"``."""
         return await self.set_key(store_name, key, value, ttl, KeyPolicy.EVICT.value)
@@ -393,7 +412,10 @@ class ExecutionStoreService:
             context = (summary["store_name"], summary.get("dataset_id"))
             if context not in stores:
                 stores[context] = implicit_store_document(
-                    context[0], context[1], summary["created_at"], summary.get("updated_at")
+                    context[0],
+                    context[1],
+                    summary["created_at"],
+                    summary.get("updated_at"),
                 )
         return sorted(stores.values(), key=_global_order)
 

@@ -186,7 +186,9 @@ class SyncExecutionStoreService:
         policy: str = "persist",
         exist_ok: bool = False,
     ) -> StoreDocument:
-        return self._run(self._service.create_store(store_name, metadata, policy, exist_ok))
+        return self._run(
+            self._service.create_store(store_name, metadata, policy, exist_ok)
+        )
 
     def get_store(self, store_name: str) -> StoreDocument | None:
         return self._run(self._service.get_store(store_name))
@@ -217,7 +219,11 @@ class SyncExecutionStoreService:
         return self._run(self._service.set_key(store_name, key, value, ttl, policy))
 
     def set_cache_key(
-        self, store_name: str, key: str, value: Any, ttl: float | timedelta | None = None
+        self,
+        store_name: str,
+        key: str,
+        value: Any,
+        ttl: float | timedelta | None = None,
     ) -> KeyDocument:
         return self._run(self._service.set_cache_key(store_name, key, value, ttl))
 

@@ -80,9 +80,7 @@ def validate_policy(policy: object) -> KeyPolicy:
     try:
         return KeyPolicy(policy)
     except ValueError:
-        raise InvalidArgumentError(
-            "policy", "expected 'persist' or 'evict'"
-        ) from None
+        raise InvalidArgumentError("policy", "expected 'persist' or 'evict'") from None
 
 
 def validate_ttl(ttl: object, argument: str = "ttl") -> timedelta | None:
@@ -157,5 +155,3 @@ def _describe_encoding_error(exc: Exception) -> str:
     if "NULL byte" in text:
         return "contains a dict key with the NUL character"
     return "BSON cannot encode it"
-
-

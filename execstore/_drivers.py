@@ -1,0 +1,54 @@
+"""The differences between the two asyncio MongoDB drivers, in one place.
+
+execstore runs on Motor (``motor.motor_asyncio``) and on PyMongo's own asyncio
+API (``pymongo.AsyncMongoClient``, PyMongo 4.9 and later). Their collections
+share almost every method. The exceptions: PyMongo's ``aggregate`` is a
+coroutine that returns a cursor while Motor's returns the cursor at once, and
+PyMongo's ``close`` is a coroutine while Motor's is a plain method.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import InvalidArgumentError
+
+DRIVERS = ("motor", "pymongo")
+DEFAULT_DRIVER = "motor"
+
+
+def validate_driver(driver: str) -> str:
+    """Return ``driver`` if it names a supported driver."""
+    if driver not in DRIVERS:
+        raise InvalidArgumentError(
+            "EXECSTORE_DRIVER", f"expected one of {', '.join(DRIVERS)}"
+        )
+    return driver
+
+
+def create_client(driver: str, uri: str, options: Mapping[str, Any]) -> Any:
+    """Create an asyncio client of ``driver``; it connects on first use."""
+    if driver == "pymongo":
+        from pymongo import AsyncMongoClient
+
+        return AsyncMongoClient(uri, **options)
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    return AsyncIOMotorClient(uri, **options)
+
+
+async def close_client(client: Any) -> None:
+    """Close a client of either driver."""
+    closing = client.close()
+    if inspect.isawaitable(closing):
+        await closing
+
+
+async def aggregate(collection: Any, pipeline: list[dict[str, Any]]) -> list[Any]:
+    """Run an aggregation on a collection of either driver; return every result."""
+    cursor = collection.aggregate(pipeline)
+    if inspect.isawaitable(cursor):
+        cursor = await cursor
+    return [document async for document in cursor]
