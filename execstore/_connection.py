@@ -16,7 +16,7 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from ._config import Settings
-from ._drivers import close_client, create_client
+from ._drivers import close_resource, create_client
 from ._errors import InvalidArgumentError
 from ._repository import MongoExecutionStoreRepo
 
@@ -92,7 +92,7 @@ class DefaultConnection:
         client = self._client
         self.forget()
         if client is not None:
-            await close_client(client)
+            await close_resource(client)
 
     def forget(self) -> None:
         """Drop the client without closing it.

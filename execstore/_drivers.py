@@ -39,9 +39,9 @@ def create_client(driver: str, uri: str, options: Mapping[str, Any]) -> Any:
     return AsyncIOMotorClient(uri, **options)
 
 
-async def close_client(client: Any) -> None:
-    """Close a client of either driver."""
-    closing = client.close()
+async def close_resource(resource: Any) -> None:
+    """Close a client or cursor of either driver, awaiting the close if needed."""
+    closing = resource.close()
     if inspect.isawaitable(closing):
         await closing
 

@@ -16,12 +16,12 @@ import asyncio
 import functools
 import logging
 import weakref
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from bson import ObjectId
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.errors import (
     ConnectionFailure,
     DocumentTooLarge,
@@ -30,7 +30,7 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from ._drivers import aggregate
+from ._drivers import aggregate, close_resource
 from ._errors import DatabaseError, DatabaseUnavailableError, InvalidValueError
 from ._models import STORE_DOCUMENT_KEY
 
@@ -118,6 +118,16 @@ def _evictable_filter() -> dict[str, Any]:
     }
 
 
+async def _translate_iteration(cursor: Any) -> AsyncIterator[RawDocument]:
+    """Iterate a cursor, re-raising driver errors as execstore errors."""
+    next_document = _translate_driver_errors(cursor.__anext__)
+    while True:
+        try:
+            yield await next_document()
+        except StopAsyncIteration:
+            return
+
+
 def _existing_store_filter(now: datetime) -> dict[str, Any]:
     # A store exists through its store document or through any live key.
     return {
@@ -153,6 +163,33 @@ class ExecutionStoreRepo(abc.ABC):
         ``created_at`` is kept when a live key is overwritten and set to
         ``now`` otherwise.
         """
+
+    @abc.abstractmethod
+    async def upsert_keys(
+        self,
+        store_name: str,
+        values: Mapping[str, Any],
+        policy: str,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> int:
+        """Write many keys of one store in one bulk write; return how many."""
+
+    @abc.abstractmethod
+    async def find_keys(
+        self, store_name: str, keys: list[str], now: datetime
+    ) -> list[RawDocument]:
+        """Return the documents of those keys that are live."""
+
+    @abc.abstractmethod
+    async def delete_keys(self, store_name: str, keys: list[str], now: datetime) -> int:
+        """Delete those keys that are live; return how many were deleted."""
+
+    @abc.abstractmethod
+    def iter_keys(
+        self, store_name: str, now: datetime, batch_size: int
+    ) -> AsyncIterator[str]:
+        """Yield the live keys of a store in order, ``batch_size`` per round trip."""
 
     @abc.abstractmethod
     async def find_key(
@@ -292,33 +329,76 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         now: datetime,
     ) -> RawDocument:
         collection = await self._ready()
-        was_live = {
-            "$and": [
-                {"$gt": ["$created_at", None]},
-                {
-                    "$or": [
-                        {"$lte": ["$expires_at", None]},
-                        {"$gt": ["$expires_at", now]},
-                    ]
-                },
-            ]
-        }
-        stage = {
-            # $literal keeps dict keys that start with "$" from being read as
-            # expressions of the pipeline.
-            "value": {"$literal": value},
-            "policy": policy,
-            "expires_at": expires_at,
-            "updated_at": now,
-            "created_at": {"$cond": [was_live, "$created_at", now]},
-        }
         document: RawDocument = await collection.find_one_and_update(
             self._key_filter(store_name, key),
-            [{"$set": stage}],
+            _upsert_pipeline(value, policy, expires_at, now),
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
         return document
+
+    @_translate_driver_errors
+    async def upsert_keys(
+        self,
+        store_name: str,
+        values: Mapping[str, Any],
+        policy: str,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> int:
+        collection = await self._ready()
+        if not values:
+            return 0
+        requests = [
+            UpdateOne(
+                self._key_filter(store_name, key),
+                _upsert_pipeline(value, policy, expires_at, now),
+                upsert=True,
+            )
+            for key, value in values.items()
+        ]
+        await collection.bulk_write(requests, ordered=False)
+        return len(requests)
+
+    @_translate_driver_errors
+    async def find_keys(
+        self, store_name: str, keys: list[str], now: datetime
+    ) -> list[RawDocument]:
+        collection = await self._ready()
+        query = {
+            **self._context(),
+            "store_name": store_name,
+            "key": {"$in": keys},
+            **live_filter(now),
+        }
+        return [document async for document in collection.find(query)]
+
+    @_translate_driver_errors
+    async def delete_keys(self, store_name: str, keys: list[str], now: datetime) -> int:
+        collection = await self._ready()
+        query = {
+            **self._context(),
+            "store_name": store_name,
+            "key": {"$in": keys},
+            **live_filter(now),
+        }
+        result = await collection.delete_many(query)
+        return int(result.deleted_count)
+
+    async def iter_keys(
+        self, store_name: str, now: datetime, batch_size: int
+    ) -> AsyncIterator[str]:
+        collection = await self._ready()
+        cursor = collection.find(
+            self._store_keys_filter(store_name, now),
+            {"key": True, "_id": False},
+            batch_size=batch_size,
+        ).sort("key", ASCENDING)
+        try:
+            async for document in _translate_iteration(cursor):
+                yield document["key"]
+        finally:
+            await close_resource(cursor)
 
     @_translate_driver_errors
     async def find_key(
@@ -477,6 +557,28 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         collection = await self._ready()
         result = await collection.delete_many({"store_name": store_name})
         return int(result.deleted_count)
+
+
+def _upsert_pipeline(
+    value: Any, policy: str, expires_at: datetime | None, now: datetime
+) -> list[dict[str, Any]]:
+    """Return the update that writes a key and keeps created_at of a live key."""
+    was_live = {
+        "$and": [
+            {"$gt": ["$created_at", None]},
+            {"$or": [{"$lte": ["$expires_at", None]}, {"$gt": ["$expires_at", now]}]},
+        ]
+    }
+    stage = {
+        # $literal keeps dict keys that start with "$" from being read as
+        # expressions of the pipeline.
+        "value": {"$literal": value},
+        "policy": policy,
+        "expires_at": expires_at,
+        "updated_at": now,
+        "created_at": {"$cond": [was_live, "$created_at", now]},
+    }
+    return [{"$set": stage}]
 
 
 def _summary_pipeline(

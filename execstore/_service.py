@@ -8,7 +8,7 @@ its context.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -36,6 +36,8 @@ from ._repository import ExecutionStoreRepo
 from ._validation import (
     normalize_dataset_id,
     validate_key,
+    validate_keys,
+    validate_mapping,
     validate_metadata,
     validate_name,
     validate_policy,
@@ -341,6 +343,68 @@ class ExecutionStoreService:
         assert expires_at is not None
         raw = await repo.update_expiry(store_name, key, expires_at, now)
         return None if raw is None else key_document_from_raw(raw)
+
+    async def get_keys(
+        self, store_name: str, keys: Iterable[str]
+    ) -> dict[str, KeyDocument]:
+        """Return the live ones of ``keys``, by key, in one round trip."""
+        validate_name(store_name, "store_name")
+        key_list = validate_keys(keys)
+        repo = await self._get_repo()
+        raws = await repo.find_keys(store_name, key_list, self._now())
+        return {raw["key"]: key_document_from_raw(raw) for raw in raws}
+
+    async def set_keys(
+        self,
+        store_name: str,
+        values: Mapping[str, Any],
+        ttl: float | timedelta | None = None,
+        policy: str = "persist",
+    ) -> int:
+        """Write many keys of one store with ``set_key``'s rules in one bulk write.
+
+        Every key gets the same ``ttl`` and ``policy``. Nothing is written when
+        any key or value is invalid.
+
+        Returns:
+            How many keys were written.
+        """
+        validate_name(store_name, "store_name")
+        validate_mapping(values, store_name)
+        duration = validate_ttl(ttl)
+        key_policy = validate_policy(policy)
+        if duration is not None:
+            key_policy = KeyPolicy.EVICT
+        repo = await self._get_repo()
+
+        now = self._now()
+        return await repo.upsert_keys(
+            store_name, values, key_policy.value, self._expiry(now, duration), now
+        )
+
+    async def delete_keys(self, store_name: str, keys: Iterable[str]) -> int:
+        """Delete ``keys`` in one round trip; return how many live keys went."""
+        validate_name(store_name, "store_name")
+        key_list = validate_keys(keys)
+        repo = await self._get_repo()
+        return await repo.delete_keys(store_name, key_list, self._now())
+
+    async def iter_keys(
+        self, store_name: str, batch_size: int = 1000
+    ) -> AsyncGenerator[str, None]:
+        """Yield the live keys of the store in order, streaming from MongoDB.
+
+        Memory stays flat however large the store is: the cursor fetches
+        ``batch_size`` keys per round trip. Liveness is judged at the start.
+        """
+        validate_name(store_name, "store_name")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+            raise InvalidArgumentTypeError("batch_size", "a positive int", batch_size)
+        if batch_size < 1:
+            raise InvalidArgumentError("batch_size", "must be at least 1")
+        repo = await self._get_repo()
+        async for key in repo.iter_keys(store_name, self._now(), batch_size):
+            yield key
 
     async def list_keys(self, store_name: str) -> list[str]:
         """Return the live keys of the store, sorted."""

@@ -15,7 +15,13 @@ import atexit
 import os
 import threading
 import weakref
-from collections.abc import Coroutine
+from collections.abc import (
+    AsyncIterator,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
@@ -94,6 +100,15 @@ class LoopThread:
         """Drop the loop without stopping it: a forked child has no such thread."""
         self._loop = self._thread = None
         self._lock = threading.Lock()
+
+
+async def _next_batch(keys: AsyncIterator[str], size: int) -> list[str]:
+    batch: list[str] = []
+    async for key in keys:
+        batch.append(key)
+        if len(batch) == size:
+            break
+    return batch
 
 
 _loop_threads: weakref.WeakSet[LoopThread] = weakref.WeakSet()
@@ -240,6 +255,31 @@ class SyncExecutionStoreService:
         self, store_name: str, key: str, ttl: float | timedelta
     ) -> KeyDocument | None:
         return self._run(self._service.update_ttl(store_name, key, ttl))
+
+    def get_keys(self, store_name: str, keys: Iterable[str]) -> dict[str, KeyDocument]:
+        return self._run(self._service.get_keys(store_name, keys))
+
+    def set_keys(
+        self,
+        store_name: str,
+        values: Mapping[str, Any],
+        ttl: float | timedelta | None = None,
+        policy: str = "persist",
+    ) -> int:
+        return self._run(self._service.set_keys(store_name, values, ttl, policy))
+
+    def delete_keys(self, store_name: str, keys: Iterable[str]) -> int:
+        return self._run(self._service.delete_keys(store_name, keys))
+
+    def iter_keys(self, store_name: str, batch_size: int = 1000) -> Iterator[str]:
+        """Yield the live keys of the store in order, ``batch_size`` per hop."""
+        keys = self._service.iter_keys(store_name, batch_size)
+        try:
+            while batch := self._run(_next_batch(keys, batch_size)):
+                yield from batch
+        finally:
+            if not self._closed:
+                self._run(keys.aclose())
 
     def list_keys(self, store_name: str) -> list[str]:
         return self._run(self._service.list_keys(store_name))

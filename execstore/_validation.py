@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from ._models import STORE_DOCUMENT_KEY, KeyPolicy
 MAX_NAME_BYTES = 4096
 MAX_TTL = timedelta(days=36525)  # 100 years of 365.25 days
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # MongoDB's BSON document size limit
+MAX_BULK_KEYS_BYTES = 8 * 1024 * 1024  # keeps a bulk query well under 16 MiB
 # Room for every field but the value: ids, timestamps, policy and field names.
 _FIELDS_OVERHEAD_BYTES = 256
 
@@ -155,3 +157,29 @@ def _describe_encoding_error(exc: Exception) -> str:
     if "NULL byte" in text:
         return "contains a dict key with the NUL character"
     return "BSON cannot encode it"
+
+
+def validate_keys(keys: object) -> list[str]:
+    """Return the keys of a bulk read or delete as a list without duplicates."""
+    if isinstance(keys, (str, bytes, Mapping)) or not isinstance(keys, Iterable):
+        raise InvalidArgumentTypeError("keys", "an iterable of str keys", keys)
+    unique = list(dict.fromkeys(validate_key(key) for key in keys))
+    total = sum(len(key.encode()) for key in unique)
+    if total > MAX_BULK_KEYS_BYTES:
+        raise InvalidArgumentError(
+            "keys",
+            f"the keys total {total} bytes in UTF-8, over the limit of "
+            f"{MAX_BULK_KEYS_BYTES} per call; split the call",
+        )
+    return unique
+
+
+def validate_mapping(values: object, store_name: str) -> Mapping[str, Any]:
+    """Return the key-to-value mapping of a bulk write, every entry checked."""
+    if not isinstance(values, Mapping):
+        raise InvalidArgumentTypeError("values", "a mapping of keys to values", values)
+    for key, value in values.items():
+        validate_key(key)
+        names_bytes = len(store_name.encode()) + len(key.encode())
+        validate_value(value, "values", names_bytes)
+    return values
