@@ -114,16 +114,17 @@ def store_document_from_raw(raw: Mapping[str, Any]) -> StoreDocument:
 
 
 def implicit_store_document(
-    store_name: str,
-    dataset_id: ObjectId | None,
-    created_at: datetime,
-    updated_at: datetime | None,
+    store_name: str, dataset_id: ObjectId | None, summary: Mapping[str, Any]
 ) -> StoreDocument:
-    """Build the StoreDocument of a store that exists only through its live keys."""
+    """Build the StoreDocument of a store that exists only through its live keys.
+
+    ``summary`` has the earliest ``created_at`` and latest ``updated_at`` of
+    those keys; either may be None when the keys were written without it.
+    """
     return StoreDocument(
         store_name=store_name,
         dataset_id=dataset_id,
         metadata={},
-        created_at=to_utc_millis(created_at),
-        updated_at=_optional_utc(updated_at),
+        created_at=_created_at(summary),
+        updated_at=_optional_utc(summary.get("updated_at")),
     )

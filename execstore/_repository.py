@@ -33,6 +33,7 @@ from pymongo.errors import (
 from ._drivers import aggregate, close_resource
 from ._errors import DatabaseError, DatabaseUnavailableError, InvalidValueError
 from ._models import STORE_DOCUMENT_KEY
+from ._validation import normalize_dataset_id
 
 logger = logging.getLogger(__name__)
 
@@ -288,9 +289,11 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         dataset_id: The context, or None for the global context.
     """
 
-    def __init__(self, collection: Any, dataset_id: ObjectId | None = None) -> None:
+    def __init__(
+        self, collection: Any, dataset_id: ObjectId | str | None = None
+    ) -> None:
         self.collection = collection
-        self.dataset_id = dataset_id
+        self.dataset_id = normalize_dataset_id(dataset_id)
         self._indexes_ready = False
         self._index_lock: asyncio.Lock | None = None
 

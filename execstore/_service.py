@@ -203,12 +203,7 @@ class ExecutionStoreService:
         summary = await repo.summarize_live_keys(store_name, self._now())
         if summary is None:
             return None
-        return implicit_store_document(
-            store_name,
-            self._dataset_id,
-            summary["created_at"],
-            summary.get("updated_at"),
-        )
+        return implicit_store_document(store_name, self._dataset_id, summary)
 
     async def has_store(self, store_name: str) -> bool:
         """Return whether the store has a store document or a live key here."""
@@ -475,12 +470,7 @@ class ExecutionStoreService:
         for summary in await repo.summarize_live_keys_global(store_name, now):
             context = (summary["store_name"], summary.get("dataset_id"))
             if context not in stores:
-                stores[context] = implicit_store_document(
-                    context[0],
-                    context[1],
-                    summary["created_at"],
-                    summary.get("updated_at"),
-                )
+                stores[context] = implicit_store_document(*context, summary)
         return sorted(stores.values(), key=_global_order)
 
 
