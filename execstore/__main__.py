@@ -1,4 +1,4 @@
-"""Entry point of ``python -m execstore``; the commands are in ``_cli``."""
+"""Entry point of ``python -m execstore``. The commands are in ``_cli``."""
 
 from ._cli import main
 

