@@ -1,19 +1,16 @@
 """The blocking twin of ExecutionStoreService, for scripts.
 
-Each call runs the async service's coroutine on a private event loop in a
-background thread and waits for it. That loop, not the caller's, owns the
-MongoDB client, so the wrapper works in a plain script, inside a running
-event loop (a Jupyter cell, an ``async def`` that calls sync code) and from
-several threads at once. The methods are one-line delegates; the rules live in
-the async service.
+Each call runs the async service's coroutine on a private event loop, which
+the calling thread drives itself when it can (see ``_loop.py``). That loop,
+not the caller's, owns the MongoDB client, so the wrapper works in a plain
+script, inside a running event loop (a Jupyter cell, an ``async def`` that
+calls sync code) and from several threads at once. The methods are one-line
+delegates, because the rules live in the async service.
 """
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import os
-import threading
 import weakref
 from collections.abc import (
     AsyncIterator,
@@ -29,77 +26,13 @@ from typing import Any, TypeVar
 from bson import ObjectId
 
 from ._config import Settings
-from ._errors import ExecutionStoreError, ServiceClosedError
+from ._errors import ServiceClosedError
+from ._loop import CallerDrivenLoop
 from ._models import KeyDocument, StoreDocument
 from ._repository import ExecutionStoreRepo
 from ._service import Clock, ExecutionStoreService
 
 _T = TypeVar("_T")
-
-
-class LoopThread:
-    """A private event loop running in a daemon thread, started on first use.
-
-    After ``os.fork()`` the child starts a loop of its own on its next call.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        _loop_threads.add(self)
-
-    @property
-    def started(self) -> bool:
-        """Whether the loop thread is running."""
-        return self._loop is not None
-
-    def run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
-        """Run ``coroutine`` on the loop and return its result.
-
-        An interrupt such as Ctrl-C while waiting cancels the coroutine.
-        """
-        loop = self._start()
-        if threading.current_thread() is self._thread:
-            coroutine.close()
-            raise ExecutionStoreError(
-                "a SyncExecutionStoreService method was called from its own event "
-                "loop thread; await the ExecutionStoreService method instead"
-            )
-        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()
-            raise
-
-    def _start(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(
-                    target=loop.run_forever, name="execstore-loop", daemon=True
-                )
-                thread.start()
-                self._loop, self._thread = loop, thread
-            return self._loop
-
-    def stop(self) -> None:
-        """Stop the loop and wait for its thread; it restarts on the next run."""
-        with self._lock:
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not threading.current_thread():
-            thread.join()
-        loop.close()
-
-    def forget(self) -> None:
-        """Drop the loop without stopping it: a forked child has no such thread."""
-        self._loop = self._thread = None
-        self._lock = threading.Lock()
 
 
 async def _next_batch(keys: AsyncIterator[str], size: int) -> list[str]:
@@ -111,7 +44,6 @@ async def _next_batch(keys: AsyncIterator[str], size: int) -> list[str]:
     return batch
 
 
-_loop_threads: weakref.WeakSet[LoopThread] = weakref.WeakSet()
 _sync_services: weakref.WeakSet[SyncExecutionStoreService] = weakref.WeakSet()
 
 
@@ -120,13 +52,7 @@ def _forget_after_fork() -> None:
         service._forget_after_fork()
 
 
-def _stop_at_exit() -> None:
-    for loop_thread in list(_loop_threads):
-        loop_thread.stop()
-
-
 os.register_at_fork(after_in_child=_forget_after_fork)
-atexit.register(_stop_at_exit)
 
 
 class SyncExecutionStoreService:
@@ -153,7 +79,7 @@ class SyncExecutionStoreService:
         self._service = ExecutionStoreService(
             repo, dataset_id, collection_name, settings=settings, clock=clock
         )
-        self._loop_thread = LoopThread()
+        self._loop = CallerDrivenLoop()
         self._closed = False
         _sync_services.add(self)
 
@@ -161,22 +87,19 @@ class SyncExecutionStoreService:
         if self._closed:
             coroutine.close()
             raise ServiceClosedError("the service is closed; create a new one")
-        return self._loop_thread.run(coroutine)
+        return self._loop.run(coroutine)
 
     def _forget_after_fork(self) -> None:
-        self._loop_thread.forget()
+        self._loop.forget()
         self._service._forget_connection()
 
     def close(self) -> None:
-        """Close the client and stop the loop thread; closing twice is allowed."""
+        """Close the client and the private loop; closing twice is allowed."""
         if self._closed:
             return
         self._closed = True
-        if self._loop_thread.started:
-            self._loop_thread.run(self._service.close())
-            self._loop_thread.stop()
-        else:
-            asyncio.run(self._service.close())
+        self._loop.run(self._service.close())
+        self._loop.stop()
 
     def __enter__(self) -> SyncExecutionStoreService:
         return self
