@@ -16,7 +16,7 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from ._config import Settings
-from ._drivers import close_resource, create_client
+from ._drivers import close_resource, create_client, discard_client
 from ._errors import InvalidArgumentError
 from ._repository import MongoExecutionStoreRepo
 
@@ -52,7 +52,9 @@ class DefaultConnection:
         if self._loop is loop and self._repo is not None:
             return self._repo  # another task connected while this one waited
 
-        self.forget()  # a client of a finished loop cannot be closed on this one
+        if self._client is not None:
+            discard_client(self._client)
+        self.forget()
         self._client = self._create_client(uri)
         collection = self._client[self._settings.database_name][self._collection_name]
         self._repo = MongoExecutionStoreRepo(collection, self._dataset_id)
@@ -97,8 +99,7 @@ class DefaultConnection:
     def forget(self) -> None:
         """Drop the client without closing it.
 
-        A forked child must not close its parent's client, and a client bound
-        to a finished event loop cannot be closed from another.
+        A forked child must not close its parent's client.
         """
         self._client = None
         self._repo = None

@@ -52,3 +52,14 @@ async def aggregate(collection: Any, pipeline: list[dict[str, Any]]) -> list[Any
     if inspect.isawaitable(cursor):
         cursor = await cursor
     return [document async for document in cursor]
+
+
+def discard_client(client: Any) -> None:
+    """Release a client whose event loop has finished.
+
+    Motor's ``close`` is synchronous and works from any loop. PyMongo's asyncio
+    client can only be closed on the loop it ran on; once that loop is gone it
+    is dropped, and Python may report its sockets as unclosed.
+    """
+    if not inspect.iscoroutinefunction(client.close):
+        client.close()
