@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Any
 
 import bson
 from bson import ObjectId
+from bson.codec_options import CodecOptions
 
 from ._errors import InvalidArgumentError, InvalidArgumentTypeError, InvalidValueError
 from ._models import STORE_DOCUMENT_KEY, KeyPolicy
@@ -26,6 +27,9 @@ MAX_BULK_KEYS_BYTES = 8 * 1024 * 1024  # keeps a bulk query well under 16 MiB
 # Room for every field but the value: ids, timestamps, policy and field names.
 _FIELDS_OVERHEAD_BYTES = 256
 
+_DECODE_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
+    tz_aware=True, tzinfo=timezone.utc
+)
 _UNENCODABLE_TYPE = re.compile(r"of type: <class '([^']+)'>")
 
 
@@ -113,17 +117,22 @@ def _seconds_to_timedelta(seconds: float, argument: str) -> timedelta:
 
 
 def validate_metadata(metadata: object) -> dict[str, Any]:
-    """Return the store metadata, ``{}`` for None, checked to be storable."""
+    """Return the store metadata as MongoDB will store it; ``{}`` for None.
+
+    The result is a decoded copy, so tuples are lists and datetimes are aware
+    UTC with millisecond precision, exactly as a later read returns them.
+    """
     if metadata is None:
         return {}
     if not isinstance(metadata, dict):
         raise InvalidArgumentTypeError("metadata", "a dict or None", metadata)
-    validate_value(metadata, "metadata", 0)
-    return metadata
+    encoded = validate_value(metadata, "metadata", 0)
+    stored: dict[str, Any] = bson.decode(encoded, codec_options=_DECODE_OPTIONS)
+    return stored["value"]  # type: ignore[no-any-return]
 
 
-def validate_value(value: object, argument: str, names_bytes: int) -> None:
-    """Reject ``value`` unless BSON can encode it within the document size limit.
+def validate_value(value: object, argument: str, names_bytes: int) -> bytes:
+    """Return ``{"value": value}`` encoded, if it fits MongoDB's size limit.
 
     Args:
         value: The value to store.
@@ -141,6 +150,7 @@ def validate_value(value: object, argument: str, names_bytes: int) -> None:
             f"the stored document would be about {size} bytes, over MongoDB's "
             f"limit of {MAX_DOCUMENT_BYTES} bytes",
         )
+    return encoded
 
 
 def _describe_encoding_error(exc: Exception) -> str:
