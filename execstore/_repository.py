@@ -51,6 +51,9 @@ CONTEXT_INDEX_KEYS = [
     ("store_name", ASCENDING),
     ("key", ASCENDING),
 ]
+# Only store documents: lists them in every context without a collection scan.
+STORE_DOCUMENTS_INDEX_NAME = "store_documents"
+STORE_DOCUMENTS_INDEX_KEYS = [("dataset_id", ASCENDING), ("store_name", ASCENDING)]
 EXPIRY_INDEX_NAME = "expires_at_1"
 EXPIRY_INDEX_KEYS = [("expires_at", ASCENDING)]
 
@@ -532,7 +535,10 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         query: dict[str, Any] = {"key": STORE_DOCUMENT_KEY}
         if store_name is not None:
             query["store_name"] = store_name
-        return [document async for document in collection.find(query)]
+        # The sort lets MongoDB read the partial index of store documents
+        # instead of scanning the collection.
+        cursor = collection.find(query).sort(STORE_DOCUMENTS_INDEX_KEYS)
+        return [document async for document in cursor]
 
     @_translate_driver_errors
     async def summarize_live_keys_global(
@@ -624,6 +630,13 @@ async def ensure_indexes(collection: Any) -> None:
     context_keys = tuple(CONTEXT_INDEX_KEYS)
     if context_keys not in by_keys:
         await collection.create_index(CONTEXT_INDEX_KEYS, name=CONTEXT_INDEX_NAME)
+    store_documents_keys = tuple(STORE_DOCUMENTS_INDEX_KEYS)
+    if store_documents_keys not in by_keys:
+        await collection.create_index(
+            STORE_DOCUMENTS_INDEX_KEYS,
+            name=STORE_DOCUMENTS_INDEX_NAME,
+            partialFilterExpression={"key": STORE_DOCUMENT_KEY},
+        )
 
     expiry = by_keys.get(tuple(EXPIRY_INDEX_KEYS))
     if expiry is None:
