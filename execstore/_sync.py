@@ -15,8 +15,8 @@ import weakref
 from collections.abc import (
     AsyncIterator,
     Coroutine,
+    Generator,
     Iterable,
-    Iterator,
     Mapping,
 )
 from datetime import timedelta
@@ -194,7 +194,9 @@ class SyncExecutionStoreService:
     def delete_keys(self, store_name: str, keys: Iterable[str]) -> int:
         return self._run(self._service.delete_keys(store_name, keys))
 
-    def iter_keys(self, store_name: str, batch_size: int = 1000) -> Iterator[str]:
+    def iter_keys(
+        self, store_name: str, batch_size: int = 1000
+    ) -> Generator[str, None, None]:
         """Yield the live keys of the store in order, ``batch_size`` per hop."""
         keys = self._service.iter_keys(store_name, batch_size)
         try:
