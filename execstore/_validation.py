@@ -109,11 +109,16 @@ def validate_ttl(ttl: object, argument: str = "ttl") -> timedelta | None:
 
 
 def _seconds_to_timedelta(seconds: float, argument: str) -> timedelta:
-    if not math.isfinite(seconds):
+    # Checked before converting: timedelta and math.isfinite overflow on
+    # huge ints, while comparing an int with a float never does.
+    if isinstance(seconds, float) and not math.isfinite(seconds):
         raise InvalidArgumentError(argument, "must be a finite number of seconds")
-    if abs(seconds) > MAX_TTL.total_seconds() * 2:
+    if seconds <= 0:
+        raise InvalidArgumentError(argument, "must be a positive duration")
+    if seconds > MAX_TTL.total_seconds():
         raise InvalidArgumentError(argument, "must be at most 100 years")
-    return timedelta(seconds=seconds)
+    # A positive TTL below timedelta's resolution still expires after the write.
+    return max(timedelta(seconds=seconds), timedelta(microseconds=1))
 
 
 def validate_metadata(metadata: object) -> dict[str, Any]:
