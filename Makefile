@@ -27,8 +27,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+bench: $(STAMP)
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check execstore tests examples
+	$(VENV)/bin/ruff check execstore tests examples bench
 	$(VENV)/bin/mypy execstore
 
 clean:
