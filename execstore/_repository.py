@@ -497,8 +497,18 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
     @_translate_driver_errors
     async def list_store_names(self, now: datetime) -> list[str]:
         collection = await self._ready()
-        query = {**self._context(), **_existing_store_filter(now)}
-        names: list[str] = await collection.distinct("store_name", query)
+        context = self._context()
+        names = set(await collection.distinct("store_name", context))
+
+        # Only a store with expired keys can lack a live key. Expired keys are
+        # few, because the TTL monitor removes them, so checking just those
+        # stores keeps the cost tied to the number of stores, not of keys.
+        expired = {**context, "expires_at": {"$lte": now}}
+        suspects = await collection.distinct("store_name", expired)
+        if suspects:
+            existing = {**context, "store_name": {"$in": suspects}, **live_filter(now)}
+            alive = await collection.distinct("store_name", existing)
+            names -= set(suspects) - set(alive)
         return sorted(names)
 
     @_translate_driver_errors
