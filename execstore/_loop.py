@@ -50,9 +50,8 @@ class CallerDrivenLoop:
     def run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
         """Run ``coroutine`` on the private loop and return its result.
 
-        Ctrl-C while the caller drives the loop cancels the coroutine and
-        raises KeyboardInterrupt; while it waits for another driver, the wait
-        is interrupted and the coroutine is cancelled.
+        Ctrl-C raises KeyboardInterrupt and cancels the coroutine, whether
+        the caller drives the loop or waits for another driver.
         """
         with self._state:
             if self._driver is threading.current_thread():
@@ -113,8 +112,8 @@ class CallerDrivenLoop:
         try:
             return _run_interruptibly(loop, task)
         except BaseException:
-            # An interrupt outside the SIGINT handler's window leaves the task
-            # pending; cancel it now rather than let it run on a later call.
+            # An interrupt that reached the loop some other way leaves the task
+            # pending: cancel it now rather than let it run on a later call.
             if not task.done():
                 task.cancel()
                 loop.run_until_complete(asyncio.wait([task]))
@@ -167,38 +166,63 @@ def _thread_runs_a_loop() -> bool:
     return True
 
 
-def _run_interruptibly(loop: asyncio.AbstractEventLoop, task: asyncio.Task[_T]) -> _T:
-    """Run ``task`` to completion, turning Ctrl-C into a clean cancel.
+class _Interruption:
+    """The task that the main thread is driving, for the SIGINT handler."""
 
-    Python delivers SIGINT to the main thread only. While the main thread
-    drives, a handler cancels the task, so the coroutine unwinds through its
-    ``finally`` blocks before KeyboardInterrupt reaches the caller.
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]):
+        self.loop = loop
+        self.task = task
+        self.interrupted = False
+
+
+_main_thread_run: _Interruption | None = None
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    """Cancel the task the main thread drives; otherwise act as Python's default.
+
+    The loop may be blocked in its selector, where a KeyboardInterrupt raised
+    by the default handler is not seen until some I/O arrives.
+    ``call_soon_threadsafe`` wakes the loop so the cancellation runs at once.
     """
-    if not _owns_sigint():
+    run = _main_thread_run
+    if run is None:
+        signal.default_int_handler(signum, frame)
+        return
+    run.interrupted = True
+    run.loop.call_soon_threadsafe(run.task.cancel)
+
+
+def _install_sigint_handler() -> bool:
+    # Only Python's default handler is replaced, once, and the replacement
+    # behaves like it whenever no call is running. A handler that the
+    # application installed is left alone.
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    current = signal.getsignal(signal.SIGINT)
+    if current is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+        return True
+    return current is _on_sigint
+
+
+def _run_interruptibly(loop: asyncio.AbstractEventLoop, task: asyncio.Task[_T]) -> _T:
+    """Run ``task`` to completion, turning Ctrl-C into a cancel of the task.
+
+    The coroutine unwinds through its ``finally`` blocks before
+    KeyboardInterrupt reaches the caller.
+    """
+    global _main_thread_run
+    if not _install_sigint_handler():
         return loop.run_until_complete(task)
 
-    interrupted = False
-
-    def cancel_on_sigint(signum: int, frame: Any) -> None:
-        nonlocal interrupted
-        interrupted = True
-        loop.call_soon_threadsafe(task.cancel)
-
-    previous = signal.signal(signal.SIGINT, cancel_on_sigint)
+    run = _Interruption(loop, task)
+    _main_thread_run = run
     try:
         return loop.run_until_complete(task)
     except asyncio.CancelledError:
-        if interrupted:
+        if run.interrupted:
             raise KeyboardInterrupt from None
         raise
     finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _owns_sigint() -> bool:
-    # Replace only Python's default handler, in the main thread: a handler
-    # that the application installed is left alone.
-    return (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    )
+        _main_thread_run = None
