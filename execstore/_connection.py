@@ -52,9 +52,7 @@ class DefaultConnection:
         if self._loop is loop and self._repo is not None:
             return self._repo  # another task connected while this one waited
 
-        if self._client is not None:
-            discard_client(self._client)
-        self.forget()
+        self.discard()
         self._client = self._create_client(uri)
         collection = self._client[self._settings.database_name][self._collection_name]
         self._repo = MongoExecutionStoreRepo(collection, self._dataset_id)
@@ -78,6 +76,10 @@ class DefaultConnection:
             "appname": "execstore",
             "serverSelectionTimeoutMS": timeout_ms,
             "connectTimeoutMS": timeout_ms,
+            # A call waiting on a server that stopped answering fails when the
+            # next heartbeat does; a heartbeat per timeout (500 ms at least,
+            # PyMongo's minimum) bounds that wait to about twice the timeout.
+            "heartbeatFrequencyMS": max(timeout_ms, 500),
         }
         try:
             return create_client(self._settings.driver, uri, options)
@@ -95,6 +97,16 @@ class DefaultConnection:
         self.forget()
         if client is not None:
             await close_resource(client)
+
+    def discard(self) -> None:
+        """Release the client at once, without awaiting; the next call connects.
+
+        After Ctrl-C, Motor's worker thread may still be waiting on the
+        server, and closing the client lets the interpreter exit.
+        """
+        if self._client is not None:
+            discard_client(self._client)
+        self.forget()
 
     def forget(self) -> None:
         """Drop the client without closing it.

@@ -57,6 +57,7 @@ STORE_DOCUMENTS_INDEX_KEYS = [("dataset_id", ASCENDING), ("store_name", ASCENDIN
 EXPIRY_INDEX_NAME = "expires_at_1"
 EXPIRY_INDEX_KEYS = [("expires_at", ASCENDING)]
 
+_AUTHENTICATION_FAILED_CODE = 18
 # MongoDB error codes meaning that a document is over the BSON size limit.
 _DOCUMENT_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 
@@ -94,9 +95,14 @@ def _translate_driver_errors(
                 raise InvalidValueError(
                     "value", "the stored document is over MongoDB's size limit"
                 ) from exc
+            if exc.code == _AUTHENTICATION_FAILED_CODE:
+                raise DatabaseError(
+                    "MongoDB rejected the credentials (AuthenticationFailed); "
+                    "check the user and password in EXECSTORE_DATABASE_URI"
+                ) from exc
+            code_name = (exc.details or {}).get("codeName", type(exc).__name__)
             raise DatabaseError(
-                f"MongoDB failed {method.__name__}: {type(exc).__name__} "
-                f"(code {exc.code})"
+                f"MongoDB failed {method.__name__}: {code_name} (code {exc.code})"
             ) from exc
         except PyMongoError as exc:
             raise DatabaseError(

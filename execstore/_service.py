@@ -140,6 +140,10 @@ class ExecutionStoreService:
         if self._connection is not None:
             self._connection.forget()
 
+    def _discard_connection(self) -> None:
+        if self._connection is not None:
+            self._connection.discard()
+
     # Stores of this context.
 
     async def create_store(

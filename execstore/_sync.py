@@ -87,7 +87,11 @@ class SyncExecutionStoreService:
         if self._closed:
             coroutine.close()
             raise ServiceClosedError("the service is closed; create a new one")
-        return self._loop.run(coroutine)
+        try:
+            return self._loop.run(coroutine)
+        except KeyboardInterrupt:
+            self._service._discard_connection()
+            raise
 
     def _forget_after_fork(self) -> None:
         self._loop.forget()
