@@ -50,7 +50,9 @@ class FakeClock:
     def __init__(self, start: datetime | None = None) -> None:
         if start is None:
             start = datetime.now(timezone.utc)
-            start = start.replace(microsecond=start.microsecond - start.microsecond % 1000)
+            start = start.replace(
+                microsecond=start.microsecond - start.microsecond % 1000
+            )
         self.now = start
 
     def __call__(self) -> datetime:
@@ -109,6 +111,15 @@ def mongod_collection(mongod: MongodProcess) -> Iterator[AsyncIOMotorCollection]
         blocking_client.drop_database(database_name)
 
 
+@pytest.fixture
+def database_name(mongod: MongodProcess) -> Iterator[str]:
+    """Return a fresh database name on the session's mongod, dropped afterwards."""
+    name = unique_database_name()
+    yield name
+    with MongoClient(mongod.uri) as client:
+        client.drop_database(name)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> Any:
     """Return an empty store collection on mongomock or on the real server."""
@@ -133,9 +144,7 @@ ServiceFactory = Callable[..., ExecutionStoreService]
 
 
 @pytest.fixture
-async def make_service(
-    backend: Any, clock: FakeClock
-) -> AsyncIterator[ServiceFactory]:
+async def make_service(backend: Any, clock: FakeClock) -> AsyncIterator[ServiceFactory]:
     """Return a factory of services on the ``backend`` collection.
 
     ``make_service(dataset_id)`` builds a service for that context with the
@@ -158,7 +167,9 @@ async def make_service(
 
 
 @pytest.fixture
-def service(make_service: ServiceFactory, dataset_id: ObjectId) -> ExecutionStoreService:
+def service(
+    make_service: ServiceFactory, dataset_id: ObjectId
+) -> ExecutionStoreService:
     """Return a service for one dataset context."""
     return make_service(dataset_id)
 

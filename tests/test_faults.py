@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import unique_database_name
 from pymongo import MongoClient
 
 from execstore import (
@@ -563,15 +562,6 @@ PLAIN_SCRIPT_CHILD = """
     if close == "close":
         service.close()
 """
-
-
-@pytest.fixture
-def database_name(mongod) -> Iterator[str]:
-    """Return a fresh database name on the session's mongod, dropped afterwards."""
-    name = unique_database_name()
-    yield name
-    with MongoClient(mongod.uri) as client:
-        client.drop_database(name)
 
 
 @pytest.mark.parametrize("close", ["close", "no-close"])

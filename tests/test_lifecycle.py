@@ -8,8 +8,18 @@ import pytest
 from bson import ObjectId
 from pymongo import MongoClient
 
-from conftest import unique_database_name
-from execstore import ExecutionStoreService, MongoExecutionStoreRepo, Settings
+from execstore import (
+    ExecutionStoreRepo,
+    ExecutionStoreService,
+    MongoExecutionStoreRepo,
+    Settings,
+)
+
+
+def test_repo_interface_is_abstract():
+    assert issubclass(MongoExecutionStoreRepo, ExecutionStoreRepo)
+    with pytest.raises(TypeError):
+        ExecutionStoreRepo()
 
 
 async def test_close_keeps_caller_client_open(backend):
@@ -19,15 +29,6 @@ async def test_close_keeps_caller_client_open(backend):
     await service.close()
 
     assert await backend.count_documents({"key": "theme"}) == 1
-
-
-@pytest.fixture
-def database_name(mongod):
-    """Return a fresh database name on the real server, dropped afterwards."""
-    name = unique_database_name()
-    yield name
-    with MongoClient(mongod.uri) as client:
-        client.drop_database(name)
 
 
 @pytest.mark.mongod_only  # a service built from settings makes a real Motor client

@@ -34,13 +34,13 @@ import time
 import traceback
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from bson import ObjectId
-from conftest import COLLECTION_NAME, unique_database_name
+from conftest import COLLECTION_NAME
 from pymongo import MongoClient
 
 from execstore import ExecutionStoreService, Settings, SyncExecutionStoreService
@@ -336,15 +336,6 @@ def run_load(uri: str, database_name: str, dataset_id: ObjectId, plan: str) -> L
         calls=sum(reply[2] for reply in replies),
         errors=[reply[3] for reply in replies if reply[3] is not None],
     )
-
-
-@pytest.fixture
-def database_name(mongod) -> Iterator[str]:
-    """Return a fresh database name on the session's mongod, dropped afterwards."""
-    name = unique_database_name()
-    yield name
-    with MongoClient(mongod.uri) as client:
-        client.drop_database(name)
 
 
 def raw_duplicates(uri: str, database_name: str) -> list[dict[str, Any]]:
