@@ -37,10 +37,13 @@ class CallerDrivenLoop:
     """An event loop run by the threads that call ``run``, one thread at a time."""
 
     def __init__(self) -> None:
-        self._state = threading.Lock()
+        # Reentrant: a future that is already done runs its done callback,
+        # which takes this lock, inside add_done_callback.
+        self._state = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._driver: threading.Thread | None = None
         self._handed_over: set[concurrent.futures.Future[Any]] = set()
+        self._close_when_idle: asyncio.AbstractEventLoop | None = None
 
     @property
     def started(self) -> bool:
@@ -132,7 +135,7 @@ class CallerDrivenLoop:
                 with self._state:
                     pending = list(self._handed_over)
                     if not pending:
-                        self._driver = None
+                        self._let_go(loop)
                         return
                 waiters = [asyncio.wrap_future(future, loop=loop) for future in pending]
                 loop.run_until_complete(asyncio.wait(waiters))
@@ -143,19 +146,34 @@ class CallerDrivenLoop:
                     self._start_helper_driver(loop)
             raise
 
+    def _let_go(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Called with self._state held, once the loop has nothing left to run.
+        self._driver = None
+        if self._close_when_idle is loop:
+            self._close_when_idle = None
+            loop.close()
+
     def stop(self) -> None:
-        """Close the loop; the next ``run`` creates a new one."""
+        """Close the loop, at once or when its driver lets go of it.
+
+        Call it last: the sync wrapper rejects every call after ``close()``.
+        """
         with self._state:
             loop, self._loop = self._loop, None
-        if loop is not None and not loop.is_running():
-            loop.close()
+            if loop is None:
+                return
+            if self._driver is None:
+                loop.close()
+            else:
+                self._close_when_idle = loop
 
     def forget(self) -> None:
         """Drop the loop without closing it, as a forked child must."""
-        self._state = threading.Lock()
+        self._state = threading.RLock()
         self._loop = None
         self._driver = None
         self._handed_over = set()
+        self._close_when_idle = None
 
 
 def _thread_runs_a_loop() -> bool:
