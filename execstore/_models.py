@@ -59,10 +59,16 @@ def to_utc_millis(moment: datetime) -> datetime:
 
     A naive datetime is taken to be UTC already, as PyMongo writes them.
     """
-    if moment.tzinfo is None:
+    offset = moment.utcoffset()
+    if offset:
+        moment = moment.astimezone(timezone.utc)
+    elif moment.tzinfo is not timezone.utc:
+        # Naive, or UTC under another tzinfo such as the one BSON decodes to.
         moment = moment.replace(tzinfo=timezone.utc)
-    moment = moment.astimezone(timezone.utc)
-    return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
+    extra_microseconds = moment.microsecond % 1000
+    if extra_microseconds:
+        moment = moment.replace(microsecond=moment.microsecond - extra_microseconds)
+    return moment
 
 
 def _optional_utc(moment: datetime | None) -> datetime | None:
