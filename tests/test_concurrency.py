@@ -23,7 +23,9 @@ async def test_concurrent_set_key_leaves_one_document(service, backend):
 
 async def test_concurrent_first_writes_leave_one_document(service, backend):
     # No earlier call, so the writes also race the service's index setup.
-    await asyncio.gather(*(service.set_key("settings", "theme", n) for n in range(WRITERS)))
+    await asyncio.gather(
+        *(service.set_key("settings", "theme", n) for n in range(WRITERS))
+    )
 
     assert await backend.count_documents({"store_name": "settings"}) == 1
 

@@ -83,7 +83,9 @@ async def test_stores_are_listed_per_context(contexts):
 async def test_create_store_is_per_context(contexts):
     await contexts.first.create_store("settings", metadata={"owner": "first"})
 
-    created = await contexts.second.create_store("settings", metadata={"owner": "second"})
+    created = await contexts.second.create_store(
+        "settings", metadata={"owner": "second"}
+    )
 
     assert created.metadata == {"owner": "second"}
     assert (await contexts.first.get_store("settings")).metadata == {"owner": "first"}
@@ -109,6 +111,13 @@ async def test_delete_key_keeps_other_contexts(contexts):
 
     assert await contexts.first.has_key("settings", "theme") is True
     assert await contexts.second.has_key("settings", "theme") is True
+
+
+async def test_update_ttl_keeps_other_contexts(contexts):
+    await contexts.second.set_key("settings", "theme", "dark")
+
+    assert await contexts.first.update_ttl("settings", "theme", 60) is None
+    assert (await contexts.second.get_key("settings", "theme")).expires_at is None
 
 
 @pytest.mark.parametrize("cleaned", ["first", "global_"], ids=["dataset", "global"])

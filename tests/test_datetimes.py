@@ -48,12 +48,16 @@ async def test_key_timestamp_read_matches_write(service, sub_millisecond_clock, 
 async def test_timestamps_match_clock_to_millisecond(service, sub_millisecond_clock):
     written = await service.set_key("settings", "theme", "dark", ttl=60)
 
-    assert abs(written.created_at - sub_millisecond_clock.now) < timedelta(milliseconds=1)
+    assert abs(written.created_at - sub_millisecond_clock.now) < timedelta(
+        milliseconds=1
+    )
     assert written.expires_at - written.created_at == timedelta(seconds=60)
 
 
 @pytest.mark.parametrize("field", STORE_TIMESTAMPS)
-async def test_store_timestamp_is_utc_milliseconds(service, sub_millisecond_clock, field):
+async def test_store_timestamp_is_utc_milliseconds(
+    service, sub_millisecond_clock, field
+):
     created = await service.create_store("settings")
     stored = await service.get_store("settings")
 
@@ -94,6 +98,7 @@ async def test_host_timezone_does_not_shift_fake_clock(service, clock):
     assert stored.created_at.utcoffset() == timedelta(0)
 
 
+@pytest.mark.usefixtures("host_timezone")
 async def test_naive_stored_timestamps_read_as_utc(service, backend, dataset_id, clock):
     created = datetime(2024, 1, 2, 3, 4, 5, 678000)
     expires = (clock.now + timedelta(days=1)).replace(tzinfo=None)
@@ -131,6 +136,7 @@ def naive_collection(request, backend):
     client.close()
 
 
+@pytest.mark.usefixtures("host_timezone")
 async def test_naive_client_still_returns_utc(naive_collection, dataset_id, clock):
     service = ExecutionStoreService(
         repo=MongoExecutionStoreRepo(naive_collection, dataset_id), clock=clock

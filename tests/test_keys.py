@@ -125,7 +125,9 @@ async def test_fractional_ttl_keeps_milliseconds(service, clock):
 
 
 async def test_ttl_makes_persist_key_evictable(service):
-    written = await service.set_key("settings", "theme", "dark", ttl=60, policy="persist")
+    written = await service.set_key(
+        "settings", "theme", "dark", ttl=60, policy="persist"
+    )
 
     assert written.policy == KeyPolicy.EVICT
     assert (await service.get_key("settings", "theme")).policy == KeyPolicy.EVICT
@@ -145,7 +147,9 @@ async def test_evict_policy_without_ttl_never_expires(service, clock, policy):
 
 
 async def test_persist_policy_accepts_enum_member(service):
-    written = await service.set_key("settings", "theme", "dark", policy=KeyPolicy.PERSIST)
+    written = await service.set_key(
+        "settings", "theme", "dark", policy=KeyPolicy.PERSIST
+    )
 
     assert written.policy == KeyPolicy.PERSIST
 

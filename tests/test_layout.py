@@ -143,9 +143,15 @@ async def test_existing_unique_index_is_reused(backend, service):
 
 @pytest.mark.mongod_only  # mongomock cannot change an index's expireAfterSeconds
 @pytest.mark.parametrize("index_name", ["expires_at_1", "legacy_expiry"])
-async def test_expiry_index_converges_to_zero(mongod_collection, dataset_id, index_name):
-    await mongod_collection.create_index(EXPIRY_KEY, expireAfterSeconds=3600, name=index_name)
-    service = ExecutionStoreService(repo=MongoExecutionStoreRepo(mongod_collection, dataset_id))
+async def test_expiry_index_converges_to_zero(
+    mongod_collection, dataset_id, index_name
+):
+    await mongod_collection.create_index(
+        EXPIRY_KEY, expireAfterSeconds=3600, name=index_name
+    )
+    service = ExecutionStoreService(
+        repo=MongoExecutionStoreRepo(mongod_collection, dataset_id)
+    )
 
     await service.set_key("settings", "theme", "dark")
     expiry = indexes_on(await mongod_collection.index_information(), EXPIRY_KEY)
@@ -155,7 +161,9 @@ async def test_expiry_index_converges_to_zero(mongod_collection, dataset_id, ind
     await service.close()
 
 
-async def test_raw_key_document_reads_through_service(service, backend, dataset_id, clock):
+async def test_raw_key_document_reads_through_service(
+    service, backend, dataset_id, clock
+):
     raw = stored_key(dataset_id, clock, expires_at=clock.now + timedelta(hours=1))
     await backend.insert_one(dict(raw, policy="evict"))
 
@@ -218,11 +226,13 @@ async def test_global_store_without_dataset_id_field(global_service, backend, cl
     del raw["dataset_id"]
     await backend.insert_one(raw)
 
-    assert (await global_service.get_store("settings")).metadata == {"owner": "fiftyone"}
+    assert (await global_service.get_store("settings")).metadata == {
+        "owner": "fiftyone"
+    }
     assert await global_service.has_store_global("settings") is True
-    assert [(s.store_name, s.dataset_id) for s in await global_service.list_stores_global()] == [
-        ("settings", None)
-    ]
+    assert [
+        (s.store_name, s.dataset_id) for s in await global_service.list_stores_global()
+    ] == [("settings", None)]
     with pytest.raises(StoreExistsError):
         await global_service.create_store("settings")
 

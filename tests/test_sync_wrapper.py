@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 from bson import ObjectId
-from pymongo import MongoClient
 
-from conftest import unique_database_name
 from execstore import (
     InvalidArgumentError,
     KeyDocument,
@@ -183,10 +181,18 @@ def test_sync_close_is_idempotent(sync_service):
 @pytest.mark.parametrize(
     "call",
     [
-        pytest.param(lambda service: service.get_key("settings", "theme"), id="get_key"),
-        pytest.param(lambda service: service.set_key("settings", "theme", 1), id="set_key"),
-        pytest.param(lambda service: service.create_store("settings"), id="create_store"),
-        pytest.param(lambda service: service.list_stores_global(), id="list_stores_global"),
+        pytest.param(
+            lambda service: service.get_key("settings", "theme"), id="get_key"
+        ),
+        pytest.param(
+            lambda service: service.set_key("settings", "theme", 1), id="set_key"
+        ),
+        pytest.param(
+            lambda service: service.create_store("settings"), id="create_store"
+        ),
+        pytest.param(
+            lambda service: service.list_stores_global(), id="list_stores_global"
+        ),
         pytest.param(lambda service: service.cleanup(), id="cleanup"),
     ],
 )
@@ -208,15 +214,16 @@ def test_sync_with_statement_closes_service(make_sync_service, dataset_id):
 
 
 @pytest.mark.mongod_only  # the script connects through settings to a real server
-def test_sync_service_runs_in_plain_script(mongod, tmp_path):
-    database_name = unique_database_name()
+def test_sync_service_runs_in_plain_script(mongod, database_name, tmp_path):
     script = tmp_path / "script.py"
     script.write_text(
         textwrap.dedent(
             f"""
             from execstore import Settings, SyncExecutionStoreService
 
-            settings = Settings(database_uri={mongod.uri!r}, database_name={database_name!r})
+            settings = Settings(
+                database_uri={mongod.uri!r}, database_name={database_name!r}
+            )
             service = SyncExecutionStoreService(settings=settings)
             service.set_key("settings", "theme", "dark")
             print(service.get_key("settings", "theme").value)
@@ -234,7 +241,5 @@ def test_sync_service_runs_in_plain_script(mongod, tmp_path):
         env=environment,
     )
 
-    with MongoClient(mongod.uri) as client:
-        client.drop_database(database_name)
     assert finished.returncode == 0, finished.stderr
     assert finished.stdout == "dark\n"

@@ -42,7 +42,9 @@ STORE_NAME_CALLS = {
 # Every method that takes a key, called with ``key`` as the key.
 KEY_CALLS = {
     "set_key": lambda service, key: service.set_key("settings", key, "dark"),
-    "set_cache_key": lambda service, key: service.set_cache_key("settings", key, "dark"),
+    "set_cache_key": lambda service, key: service.set_cache_key(
+        "settings", key, "dark"
+    ),
     "get_key": lambda service, key: service.get_key("settings", key),
     "has_key": lambda service, key: service.has_key("settings", key),
     "delete_key": lambda service, key: service.delete_key("settings", key),
@@ -169,7 +171,9 @@ INVALID_TTLS = [
     pytest.param(101 * 366 * 86400, InvalidArgumentError, id="101-years"),
     pytest.param(timedelta(0), InvalidArgumentError, id="zero-timedelta"),
     pytest.param(timedelta(seconds=-1), InvalidArgumentError, id="negative-timedelta"),
-    pytest.param(timedelta(days=101 * 366), InvalidArgumentError, id="101-years-timedelta"),
+    pytest.param(
+        timedelta(days=101 * 366), InvalidArgumentError, id="101-years-timedelta"
+    ),
     pytest.param(timedelta.max, InvalidArgumentError, id="max-timedelta"),
     pytest.param(True, InvalidArgumentTypeError, id="bool"),
     pytest.param(False, InvalidArgumentTypeError, id="false"),
@@ -178,7 +182,9 @@ INVALID_TTLS = [
 ]
 
 TTL_CALLS = {
-    "set_key": lambda service, ttl: service.set_key("settings", "theme", "dark", ttl=ttl),
+    "set_key": lambda service, ttl: service.set_key(
+        "settings", "theme", "dark", ttl=ttl
+    ),
     "set_cache_key": lambda service, ttl: service.set_cache_key(
         "settings", "theme", "dark", ttl=ttl
     ),

@@ -31,7 +31,9 @@ ROUND_TRIP_VALUES = [
     pytest.param({"a.b": 1, "c": {"d.e": [{"f.g": 2}]}}, id="dotted-keys"),
     pytest.param({"missing": None}, id="dict-with-none"),
     pytest.param(b"\x00\xffbinary", id="bytes"),
-    pytest.param(datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=timezone.utc), id="datetime"),
+    pytest.param(
+        datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=timezone.utc), id="datetime"
+    ),
     pytest.param(ObjectId("65a1b2c3d4e5f60718293a4b"), id="object-id"),
 ]
 
