@@ -35,6 +35,8 @@ from ._models import (
 from ._repository import ExecutionStoreRepo
 from ._validation import (
     normalize_dataset_id,
+    validate_batch_size,
+    validate_collection_name,
     validate_key,
     validate_keys,
     validate_mapping,
@@ -70,6 +72,19 @@ def _resolve_context(
     return context
 
 
+def _check_constructor_types(repo: object, settings: object, clock: object) -> None:
+    if repo is not None and not isinstance(repo, ExecutionStoreRepo):
+        raise InvalidArgumentTypeError("repo", "an ExecutionStoreRepo or None", repo)
+    if settings is not None and not isinstance(settings, Settings):
+        raise InvalidArgumentTypeError(
+            "settings", "an execstore.Settings or None", settings
+        )
+    if clock is not None and not callable(clock):
+        raise InvalidArgumentTypeError(
+            "clock", "a callable returning a datetime", clock
+        )
+
+
 class ExecutionStoreService:
     """Named stores of keys for one context: a dataset, or the global context.
 
@@ -99,15 +114,16 @@ class ExecutionStoreService:
         settings: Settings | None = None,
         clock: Clock | None = None,
     ) -> None:
+        _check_constructor_types(repo, settings, clock)
         self._dataset_id = _resolve_context(repo, dataset_id)
         self._clock = clock or utc_now
         self._repo = repo
         self._connection: DefaultConnection | None = None
         if repo is None:
             settings = settings or Settings.from_env()
-            name = validate_name(
-                collection_name or settings.collection_name, "collection_name"
-            )
+            name = settings.collection_name
+            if collection_name is not None:
+                name = validate_collection_name(collection_name, settings.database_name)
             self._connection = DefaultConnection(settings, name, self._dataset_id)
         self._closed = False
 
@@ -166,7 +182,7 @@ class ExecutionStoreService:
                 False. A store that exists only through its keys gets one.
         """
         validate_name(store_name, "store_name")
-        store_metadata = validate_metadata(metadata)
+        store_metadata = validate_metadata(metadata, store_name)
         store_policy = validate_policy(policy)
         if not isinstance(exist_ok, bool):
             raise InvalidArgumentTypeError("exist_ok", "a bool", exist_ok)
@@ -397,10 +413,7 @@ class ExecutionStoreService:
         ``batch_size`` keys per round trip. Liveness is judged at the start.
         """
         validate_name(store_name, "store_name")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool):
-            raise InvalidArgumentTypeError("batch_size", "a positive int", batch_size)
-        if batch_size < 1:
-            raise InvalidArgumentError("batch_size", "must be at least 1")
+        validate_batch_size(batch_size)
         repo = await self._get_repo()
         async for key in repo.iter_keys(store_name, self._now(), batch_size):
             yield key

@@ -24,6 +24,9 @@ MAX_NAME_BYTES = 4096
 MAX_TTL = timedelta(days=36525)  # 100 years of 365.25 days
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # MongoDB's BSON document size limit
 MAX_BULK_KEYS_BYTES = 8 * 1024 * 1024  # keeps a bulk query well under 16 MiB
+# MongoDB documents support 100 levels of nesting; 6.0.5 rejects from about 180.
+MAX_NESTING_DEPTH = 100
+MAX_BATCH_SIZE = 2**31 - 1  # MongoDB's batchSize is a 32-bit int
 # Room for every field but the value: ids, timestamps, policy and field names.
 _FIELDS_OVERHEAD_BYTES = 256
 
@@ -69,12 +72,12 @@ def validate_name(name: object, argument: str) -> str:
     return name
 
 
-def validate_key(key: object) -> str:
+def validate_key(key: object, argument: str = "key") -> str:
     """Return ``key`` if it is a usable key; the store document's key is reserved."""
-    validate_name(key, "key")
+    validate_name(key, argument)
     if key == STORE_DOCUMENT_KEY:
         raise InvalidArgumentError(
-            "key", f"{STORE_DOCUMENT_KEY!r} is reserved for the store's own document"
+            argument, f"{STORE_DOCUMENT_KEY!r} is reserved for the store's own document"
         )
     return key  # type: ignore[return-value]
 
@@ -121,7 +124,7 @@ def _seconds_to_timedelta(seconds: float, argument: str) -> timedelta:
     return max(timedelta(seconds=seconds), timedelta(microseconds=1))
 
 
-def validate_metadata(metadata: object) -> dict[str, Any]:
+def validate_metadata(metadata: object, store_name: str) -> dict[str, Any]:
     """Return the store metadata as MongoDB will store it; ``{}`` for None.
 
     The result is a decoded copy, so tuples are lists and datetimes are aware
@@ -131,22 +134,27 @@ def validate_metadata(metadata: object) -> dict[str, Any]:
         return {}
     if not isinstance(metadata, dict):
         raise InvalidArgumentTypeError("metadata", "a dict or None", metadata)
-    encoded = validate_value(metadata, "metadata", 0)
+    names_bytes = len(store_name.encode()) + len(STORE_DOCUMENT_KEY)
+    encoded = validate_value(metadata, "metadata", names_bytes)
     stored: dict[str, Any] = bson.decode(encoded, codec_options=_DECODE_OPTIONS)
     return stored["value"]  # type: ignore[no-any-return]
 
 
 def validate_value(value: object, argument: str, names_bytes: int) -> bytes:
-    """Return ``{"value": value}`` encoded, if it fits MongoDB's size limit.
+    """Return ``{"value": value}`` encoded, if MongoDB can store it.
+
+    The value must be BSON-encodable, nested at most ``MAX_NESTING_DEPTH``
+    levels deep and fit MongoDB's document size limit.
 
     Args:
         value: The value to store.
         argument: The argument's name for errors.
         names_bytes: UTF-8 size of the store name and key stored beside it.
     """
+    _check_nesting(value, argument)
     try:
         encoded = bson.encode({"value": value})
-    except (bson.errors.InvalidDocument, OverflowError, UnicodeEncodeError) as exc:
+    except Exception as exc:  # the encoder raises several types, user code others
         raise InvalidValueError(argument, _describe_encoding_error(exc)) from None
     size = len(encoded) + names_bytes + _FIELDS_OVERHEAD_BYTES
     if size > MAX_DOCUMENT_BYTES:
@@ -158,12 +166,34 @@ def validate_value(value: object, argument: str, names_bytes: int) -> bytes:
     return encoded
 
 
+def _check_nesting(value: object, argument: str) -> None:
+    """Reject a value whose dicts and lists nest deeper than MongoDB supports."""
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth > MAX_NESTING_DEPTH:
+            raise InvalidValueError(
+                argument, f"nests dicts and lists over {MAX_NESTING_DEPTH} levels deep"
+            )
+        pending.extend((child, depth + 1) for child in children)
+
+
 def _describe_encoding_error(exc: Exception) -> str:
     if isinstance(exc, OverflowError):
         return "contains an int outside the signed 64-bit range that BSON holds"
     if isinstance(exc, UnicodeEncodeError):
         return "contains a str with a lone surrogate, which is not valid UTF-8"
+    if isinstance(exc, RecursionError):
+        return "refers to itself or nests too deeply to encode"
     text = str(exc)
+    if "uuid.UUID" in text:
+        return "contains a uuid.UUID; store it as str or as bson.Binary"
     unencodable = _UNENCODABLE_TYPE.search(text)
     if unencodable:
         return f"BSON cannot encode a value of type {unencodable.group(1)}"
@@ -171,14 +201,14 @@ def _describe_encoding_error(exc: Exception) -> str:
         return "contains a dict with a key that is not a str"
     if "NULL byte" in text:
         return "contains a dict key with the NUL character"
-    return "BSON cannot encode it"
+    return f"BSON cannot encode it ({type(exc).__name__})"
 
 
 def validate_keys(keys: object) -> list[str]:
     """Return the keys of a bulk read or delete as a list without duplicates."""
     if isinstance(keys, (str, bytes, Mapping)) or not isinstance(keys, Iterable):
         raise InvalidArgumentTypeError("keys", "an iterable of str keys", keys)
-    unique = list(dict.fromkeys(validate_key(key) for key in keys))
+    unique = list(dict.fromkeys(validate_key(key, "keys") for key in keys))
     total = sum(len(key.encode()) for key in unique)
     if total > MAX_BULK_KEYS_BYTES:
         raise InvalidArgumentError(
@@ -194,7 +224,73 @@ def validate_mapping(values: object, store_name: str) -> Mapping[str, Any]:
     if not isinstance(values, Mapping):
         raise InvalidArgumentTypeError("values", "a mapping of keys to values", values)
     for key, value in values.items():
-        validate_key(key)
+        validate_key(key, "values")
         names_bytes = len(store_name.encode()) + len(key.encode())
         validate_value(value, "values", names_bytes)
     return values
+
+
+def validate_batch_size(batch_size: object) -> int:
+    """Return ``batch_size`` if it is a usable cursor batch size."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool):
+        raise InvalidArgumentTypeError("batch_size", "a positive int", batch_size)
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise InvalidArgumentError("batch_size", f"must be from 1 to {MAX_BATCH_SIZE}")
+    return batch_size
+
+
+# Characters MongoDB does not allow in database names, on any platform.
+_DATABASE_NAME_FORBIDDEN = frozenset('/\\. "$*<>:|?\x00')
+MAX_DATABASE_NAME_BYTES = 63
+MAX_NAMESPACE_BYTES = 255  # "<database>.<collection>" in MongoDB 4.4 and later
+MAX_TIMEOUT_SECONDS = 3600.0
+
+
+def validate_database_name(name: object) -> str:
+    """Return ``name`` if MongoDB accepts it as a database name."""
+    if not isinstance(name, str):
+        raise InvalidArgumentTypeError("database_name", "a non-empty str", name)
+    if not name or len(name.encode()) > MAX_DATABASE_NAME_BYTES:
+        raise InvalidArgumentError(
+            "database_name", f"must be 1 to {MAX_DATABASE_NAME_BYTES} bytes long"
+        )
+    if _DATABASE_NAME_FORBIDDEN.intersection(name):
+        raise InvalidArgumentError(
+            "database_name",
+            'must not contain /, \\, ., space, ", $, *, <, >, :, |, ? or NUL',
+        )
+    return name
+
+
+def validate_collection_name(name: object, database_name: str) -> str:
+    """Return ``name`` if MongoDB accepts it as a collection in that database."""
+    if not isinstance(name, str):
+        raise InvalidArgumentTypeError("collection_name", "a non-empty str", name)
+    if not name or "$" in name or "\x00" in name:
+        raise InvalidArgumentError(
+            "collection_name", "must be non-empty, without $ or the NUL character"
+        )
+    if name.startswith((".", "system.")) or name.endswith(".") or ".." in name:
+        raise InvalidArgumentError(
+            "collection_name",
+            "must not start with 'system.' or a dot, end with a dot, or contain '..'",
+        )
+    if len(f"{database_name}.{name}".encode()) > MAX_NAMESPACE_BYTES:
+        raise InvalidArgumentError(
+            "collection_name",
+            f"with the database name it must fit in {MAX_NAMESPACE_BYTES} bytes",
+        )
+    return name
+
+
+def validate_timeout(seconds: object) -> float:
+    """Return ``seconds`` if it is a usable server timeout."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        raise InvalidArgumentTypeError(
+            "timeout_seconds", "a number of seconds", seconds
+        )
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT_SECONDS):
+        raise InvalidArgumentError(
+            "timeout_seconds", f"must be above 0 and at most {MAX_TIMEOUT_SECONDS:g}"
+        )
+    return float(seconds)
