@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._drivers import DEFAULT_DRIVER, validate_driver
-from ._errors import InvalidArgumentError
+from ._errors import InvalidArgumentError, InvalidArgumentTypeError
+from ._validation import (
+    validate_collection_name,
+    validate_database_name,
+    validate_timeout,
+)
 
 DEFAULT_DATABASE_NAME = "execstore"
 DEFAULT_COLLECTION_NAME = "execution_store"
@@ -53,6 +58,10 @@ class Settings:
     driver: str = DEFAULT_DRIVER
 
     def __post_init__(self) -> None:
+        _validate_uri(self.database_uri)
+        validate_database_name(self.database_name)
+        validate_collection_name(self.collection_name, self.database_name)
+        validate_timeout(self.timeout_seconds)
         validate_driver(self.driver)
 
     @classmethod
@@ -70,6 +79,15 @@ class Settings:
             mongod=env.get("EXECSTORE_MONGOD") or None,
             timeout_seconds=_parse_timeout(env.get("EXECSTORE_TIMEOUT_SECONDS")),
             driver=env.get("EXECSTORE_DRIVER") or DEFAULT_DRIVER,
+        )
+
+
+def _validate_uri(uri: object) -> None:
+    if uri is not None and not isinstance(uri, str):
+        raise InvalidArgumentTypeError("database_uri", "a str or None", uri)
+    if uri == "":
+        raise InvalidArgumentError(
+            "database_uri", "must not be empty; pass None to use the embedded mongod"
         )
 
 
