@@ -93,10 +93,14 @@ class DefaultConnection:
 
     async def close(self) -> None:
         """Close the client, if one was created; the next call creates another."""
-        client = self._client
+        client, loop = self._client, self._loop
         self.forget()
-        if client is not None:
+        if client is None:
+            return
+        if loop is asyncio.get_running_loop():
             await close_resource(client)
+        else:
+            discard_client(client)  # its loop has finished
 
     def discard(self) -> None:
         """Release the client at once, without awaiting; the next call connects.

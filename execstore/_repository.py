@@ -86,9 +86,9 @@ def _translate_driver_errors(
             ) from exc
         except ConnectionFailure as exc:
             raise DatabaseUnavailableError(
-                f"MongoDB could not be reached during {method.__name__}: "
-                f"{type(exc).__name__}; check that the server is running and "
-                "that EXECSTORE_DATABASE_URI names it"
+                f"MongoDB could not be reached ({type(exc).__name__}); check that "
+                "the server that EXECSTORE_DATABASE_URI names is running, or, "
+                "without that variable, run: python -m execstore server start"
             ) from exc
         except OperationFailure as exc:
             if exc.code in _DOCUMENT_TOO_LARGE_CODES:
@@ -102,14 +102,19 @@ def _translate_driver_errors(
                 ) from exc
             code_name = (exc.details or {}).get("codeName", type(exc).__name__)
             raise DatabaseError(
-                f"MongoDB failed {method.__name__}: {code_name} (code {exc.code})"
+                f"MongoDB rejected the operation: {code_name} (code {exc.code})"
             ) from exc
         except PyMongoError as exc:
             raise DatabaseError(
-                f"MongoDB failed {method.__name__}: {type(exc).__name__}"
+                f"MongoDB driver error: {type(exc).__name__}: {_first_line(exc)}"
             ) from exc
 
     return wrapper
+
+
+def _first_line(exc: Exception) -> str:
+    # Driver messages can be long; the first line names the problem.
+    return str(exc).splitlines()[0][:200] if str(exc) else ""
 
 
 def live_filter(now: datetime) -> dict[str, Any]:
