@@ -52,6 +52,7 @@ _BUNDLE_BINARY = Path("db", "bin", "mongod")
 
 _RECORD_NAME = "server.json"
 _LOCK_NAME = "server.lock"
+_PORT_NAME = "last_port"  # kept after a stop, so a restart reuses the port
 _LOG_NAME = "mongod.log"
 _DBPATH_NAME = "db"
 
@@ -530,11 +531,38 @@ def ensure_running(settings: Settings) -> str:
             return status.uri
 
         binary = find_mongod(settings)
-        process = MongodProcess.start(
-            binary, data_dir / _DBPATH_NAME, log_path=data_dir / _LOG_NAME, detach=True
-        )
+        process = _start_on_previous_port(binary, data_dir)
         _write_record(data_dir, process)
+        (data_dir / _PORT_NAME).write_text(f"{process.port}\n")
         return process.uri
+
+
+def _start_on_previous_port(binary: str, data_dir: Path) -> MongodProcess:
+    """Start mongod on the port it had last time, or on a free one.
+
+    A client that lost the server keeps retrying the address it knew, so a
+    restart on the same port lets existing services reconnect by themselves.
+    """
+    dbpath, log_path = data_dir / _DBPATH_NAME, data_dir / _LOG_NAME
+    previous = _read_previous_port(data_dir)
+    if previous is not None:
+        try:
+            return MongodProcess.start(
+                binary, dbpath, previous, log_path=log_path, detach=True
+            )
+        except EmbeddedServerError as exc:
+            logger.info(
+                "port %d is not usable (%s); picking a free port", previous, exc
+            )
+    return MongodProcess.start(binary, dbpath, log_path=log_path, detach=True)
+
+
+def _read_previous_port(data_dir: Path) -> int | None:
+    try:
+        port = int((data_dir / _PORT_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return port if 1024 <= port <= 65535 else None
 
 
 def server_status(settings: Settings) -> ServerStatus | None:

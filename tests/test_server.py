@@ -7,6 +7,7 @@ starts. The tests fail, never skip, when no mongod is found. Install one with
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -21,7 +22,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.write_concern import WriteConcern
 
-from execstore import _server
+from execstore import DatabaseUnavailableError, SyncExecutionStoreService, _server
 from execstore._config import Settings
 from execstore._errors import EmbeddedServerError, MongodNotFoundError
 from execstore._server import (
@@ -391,6 +392,22 @@ def test_ensure_running_after_kill(settings: Settings) -> None:
     assert restarted.pid != killed.pid
     with MongoClient(restarted_uri) as client:
         assert client.test.docs.find_one({"_id": "survivor"}) == {"_id": "survivor"}
+    assert restarted.port == killed.port
+
+
+def test_service_reconnects_after_server_restart(settings: Settings) -> None:
+    fast = dataclasses.replace(settings, timeout_seconds=1.0)
+    with SyncExecutionStoreService(settings=fast) as service:
+        service.set_key("runs", "first", 1)
+        assert stop_server(fast)
+
+        with pytest.raises(DatabaseUnavailableError):
+            service.get_key("runs", "first")
+        ensure_running(fast)
+        stored = service.get_key("runs", "first")
+
+    assert stored is not None
+    assert stored.value == 1
 
 
 def test_ensure_running_stale_record(settings: Settings) -> None:
