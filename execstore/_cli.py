@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 
@@ -81,7 +82,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     stop.add_argument(
         "--timeout",
-        type=float,
+        type=_positive_seconds,
         default=10.0,
         metavar="SECONDS",
         help="seconds to wait for a clean shutdown before SIGKILL (default: 10)",
@@ -136,3 +137,16 @@ def _stop(settings: Settings, args: argparse.Namespace) -> int:
         print("no embedded MongoDB server was running")
     print(f"data directory: {settings.data_dir}")
     return EXIT_OK
+
+
+def _positive_seconds(text: str) -> float:
+    """Parse a --timeout value: a finite number of seconds above zero."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(
+            f"invalid --timeout {text!r}: expected a positive number of seconds"
+        )
+    return seconds
