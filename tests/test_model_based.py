@@ -745,7 +745,7 @@ def run_machine(uri: str, max_examples: int, steps: int) -> None:
 
 @pytest.mark.mongod_only
 def test_service_matches_model(mongod):
-    run_machine(mongod.uri, max_examples=50, steps=40)
+    run_machine(mongod.uri, max_examples=120, steps=40)
 
 
 @pytest.mark.mongod_only
