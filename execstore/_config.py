@@ -40,7 +40,7 @@ class Settings:
 
     Attributes:
         database_uri: MongoDB URI, or None to use the embedded mongod.
-        database_name: Database that holds the store collection.
+        database_name: Database that contains the store collection.
         collection_name: Collection of stores and keys.
         data_dir: Data directory of the embedded mongod.
         mongod: Path of the mongod binary to run, or None to look one up.

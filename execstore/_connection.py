@@ -76,8 +76,8 @@ class DefaultConnection:
             "appname": "execstore",
             "serverSelectionTimeoutMS": timeout_ms,
             "connectTimeoutMS": timeout_ms,
-            # A call waiting on a server that stopped answering fails when the
-            # next heartbeat does; a heartbeat per timeout (500 ms at least,
+            # A call to a server that stopped responding fails when the next
+            # heartbeat fails. One heartbeat per timeout (at least 500 ms,
             # PyMongo's minimum) bounds that wait to about twice the timeout.
             "heartbeatFrequencyMS": max(timeout_ms, 500),
         }

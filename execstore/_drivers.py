@@ -58,8 +58,8 @@ def discard_client(client: Any) -> None:
     """Release a client whose event loop has finished.
 
     Motor's ``close`` is synchronous and works from any loop. PyMongo's asyncio
-    client can only be closed on the loop it ran on; once that loop is gone it
-    is dropped, and Python may report its sockets as unclosed.
+    client can only be closed on the loop it ran on. Once that loop is gone,
+    the client is dropped, and Python may report its sockets as unclosed.
     """
     if not inspect.iscoroutinefunction(client.close):
         client.close()

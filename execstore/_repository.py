@@ -2,8 +2,8 @@
 
 A repository is bound to one context (a dataset id, or None for the global
 context). Methods named ``*_global`` span every context. The service decides
-the clock and passes ``now`` in, so which keys are live is decided by one clock
-for a whole operation; a key is live when it has no ``expires_at`` or its
+the clock and passes ``now`` in, so one clock reading decides which keys are
+live for a whole operation. A key is live when it has no ``expires_at`` or its
 ``expires_at`` is later than ``now``.
 
 Driver errors are translated at this boundary into execstore errors.

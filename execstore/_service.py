@@ -1,8 +1,7 @@
 """The asynchronous execution store service: the contract's rules live here.
 
 Every public method validates all of its arguments before it touches the
-database, reads the clock once, and asks the repository for the documents of
-its context.
+database, reads the clock once, and calls the repository of its context.
 """
 
 from __future__ import annotations
@@ -89,7 +88,7 @@ class ExecutionStoreService:
     """Named stores of keys for one context: a dataset, or the global context.
 
     Every method but the ``*_global`` ones touches only this context. Keys
-    either persist until deleted or are evictable; a key with a TTL expires at
+    either persist until deleted or are evictable. A key with a TTL expires at
     an exact time and is invisible to every read from then on.
 
     Args:
