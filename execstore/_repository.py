@@ -61,11 +61,23 @@ _AUTHENTICATION_FAILED_CODE = 18
 # MongoDB error codes meaning that a document is over the BSON size limit.
 _DOCUMENT_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 
-# Collections whose indexes are known to be in place, per client, so index
-# setup runs once per client and collection in a process.
-_indexed_collections: weakref.WeakKeyDictionary[Any, set[str]] = (
-    weakref.WeakKeyDictionary()
-)
+# Collections whose indexes are known to be in place, per client object, so
+# index setup runs once per client and collection in a process. Keyed by
+# id() with a weak reference to check it: clients compare equal by address,
+# and mongomock clients with one address are still separate databases.
+_indexed_collections: dict[int, tuple[weakref.ref[Any], set[str]]] = {}
+
+
+def _indexed_names(client: Any) -> set[str]:
+    """Return the set of collection names indexed through ``client``."""
+    entry = _indexed_collections.get(id(client))
+    if entry is None or entry[0]() is not client:
+        key = id(client)
+        reference = weakref.ref(client, lambda _: _indexed_collections.pop(key, None))
+        entry = (reference, set())
+        _indexed_collections[key] = entry
+    return entry[1]
+
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -328,8 +340,7 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         async with self._index_lock:
             if self._indexes_ready:
                 return
-            client = self.collection.database.client
-            done = _indexed_collections.setdefault(client, set())
+            done = _indexed_names(self.collection.database.client)
             if self.collection.full_name not in done:
                 await ensure_indexes(self.collection)
                 done.add(self.collection.full_name)

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 from bson import ObjectId
+from mongomock_motor import AsyncMongoMockClient
 
 from execstore import (
     ExecutionStoreService,
@@ -261,3 +262,17 @@ async def test_global_cleanup_removes_legacy_documents(
 
     assert await backend.count_documents({"dataset_id": {"$exists": False}}) == 0
     assert await service.has_key("settings", "theme") is True
+
+
+async def test_second_mongomock_client_gets_indexes():
+    # Clients compare equal by address, so an index cache keyed by equality
+    # skipped the second client's indexes while the first was alive.
+    first = AsyncMongoMockClient(tz_aware=True).db.execution_store
+    await ExecutionStoreService(MongoExecutionStoreRepo(first)).set_key("s", "k", 1)
+    second = AsyncMongoMockClient(tz_aware=True).db.execution_store
+
+    await ExecutionStoreService(MongoExecutionStoreRepo(second)).set_key("s", "k", 1)
+
+    indexes = await second.index_information()
+    assert "unique_store_index" in indexes
+    assert await first.count_documents({}) == 1
