@@ -520,7 +520,13 @@ def ensure_running(settings: Settings) -> str:
         EmbeddedServerError: mongod failed to start.
     """
     data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EmbeddedServerError(
+            f"cannot create the data directory {data_dir} ({exc.strerror}); "
+            "set EXECSTORE_DATA_DIR to a writable directory"
+        ) from exc
 
     with _locked(data_dir):
         status = server_status(settings)
@@ -599,7 +605,7 @@ def stop_server(settings: Settings, timeout: float = 10.0) -> bool:
 
     # The lock makes a stop wait for a start that is in progress.
     with _locked(data_dir):
-        status = server_status(settings)
+        status = server_status(settings) or _unresponsive_server(data_dir)
         if status is not None:
             process = MongodProcess(
                 status.pid, status.port, data_dir / _DBPATH_NAME, data_dir / _LOG_NAME
@@ -607,6 +613,23 @@ def stop_server(settings: Settings, timeout: float = 10.0) -> bool:
             process.stop(timeout)
         (data_dir / _RECORD_NAME).unlink(missing_ok=True)
     return status is not None
+
+
+def _unresponsive_server(data_dir: Path) -> ServerStatus | None:
+    """Return the recorded server if it runs but does not answer, as when stalled.
+
+    Without an answer the pid cannot be confirmed over the wire, so the
+    process's command line must name this data directory's dbpath.
+    """
+    record = _read_record(data_dir)
+    if record is None or not _pid_running(record.pid):
+        return None
+    try:
+        arguments = Path(f"/proc/{record.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    dbpath = str(data_dir / _DBPATH_NAME).encode()
+    return record if dbpath in arguments else None
 
 
 @contextlib.contextmanager

@@ -589,3 +589,16 @@ def test_cli_start_mongod_missing(settings: Settings, tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "EXECSTORE_MONGOD" in result.stderr
+
+
+def test_stop_server_stops_stalled_server(settings: Settings) -> None:
+    ensure_running(settings)
+    stalled = server_status(settings)
+    assert stalled is not None
+    os.kill(stalled.pid, signal.SIGSTOP)
+
+    stopped = stop_server(settings, timeout=1.0)
+
+    assert stopped
+    assert not pid_running(stalled.pid)
+    assert server_status(settings) is None
