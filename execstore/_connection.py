@@ -78,8 +78,12 @@ class DefaultConnection:
             "connectTimeoutMS": timeout_ms,
             # A call to a server that stopped responding fails when the next
             # heartbeat fails. One heartbeat per timeout (at least 500 ms,
-            # PyMongo's minimum) bounds that wait to about twice the timeout.
+            # PyMongo's minimum) bounds that wait to about three timeouts.
             "heartbeatFrequencyMS": max(timeout_ms, 500),
+            # A backstop for a socket read that nothing else interrupts, such
+            # as one left in Motor's worker thread after Ctrl-C closed the
+            # client: without it, interpreter exit would wait for that thread.
+            "socketTimeoutMS": max(12 * timeout_ms, 60_000),
         }
         try:
             return create_client(self._settings.driver, uri, options)

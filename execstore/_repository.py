@@ -98,7 +98,7 @@ def _translate_driver_errors(
             ) from exc
         except ConnectionFailure as exc:
             raise DatabaseUnavailableError(
-                f"MongoDB could not be reached ({type(exc).__name__}); check that "
+                f"MongoDB could not be reached ({_public_name(exc)}); check that "
                 "the server that EXECSTORE_DATABASE_URI names is running, or, "
                 "without that variable, run: python -m execstore server start"
             ) from exc
@@ -122,6 +122,15 @@ def _translate_driver_errors(
             ) from exc
 
     return wrapper
+
+
+def _public_name(exc: Exception) -> str:
+    # PyMongo raises private subclasses such as _OperationCancelled; name the
+    # nearest public class instead.
+    for cls in type(exc).__mro__:
+        if not cls.__name__.startswith("_"):
+            return cls.__name__
+    return type(exc).__name__
 
 
 def _first_line(exc: Exception) -> str:
