@@ -21,6 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pymongo import uri_parser
+from pymongo.errors import PyMongoError
+
 from ._drivers import DEFAULT_DRIVER, validate_driver
 from ._errors import InvalidArgumentError, InvalidArgumentTypeError
 from ._validation import (
@@ -58,6 +61,12 @@ class Settings:
     driver: str = DEFAULT_DRIVER
 
     def __post_init__(self) -> None:
+        if not isinstance(self.data_dir, (str, os.PathLike)):
+            raise InvalidArgumentTypeError("data_dir", "a path", self.data_dir)
+        # Frozen: a str data_dir becomes a Path through object.__setattr__.
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        if self.mongod is not None and not isinstance(self.mongod, str):
+            raise InvalidArgumentTypeError("mongod", "a str path or None", self.mongod)
         _validate_uri(self.database_uri)
         validate_database_name(self.database_name)
         validate_collection_name(self.collection_name, self.database_name)
@@ -89,6 +98,15 @@ def _validate_uri(uri: object) -> None:
         raise InvalidArgumentError(
             "database_uri", "must not be empty; pass None to use the embedded mongod"
         )
+    if uri is not None and uri.startswith("mongodb://"):
+        # Parsing a mongodb:// URI needs no DNS lookup, unlike mongodb+srv://.
+        try:
+            uri_parser.parse_uri(uri)
+        except (PyMongoError, ValueError) as exc:
+            # The message may contain the password, so only its type is kept.
+            raise InvalidArgumentError(
+                "database_uri", f"is not a valid MongoDB URI ({type(exc).__name__})"
+            ) from None
 
 
 def _parse_timeout(text: str | None) -> float:

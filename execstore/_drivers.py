@@ -13,18 +13,18 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from ._errors import InvalidArgumentError
+from ._errors import InvalidArgumentError, InvalidArgumentTypeError
 
 DRIVERS = ("motor", "pymongo")
 DEFAULT_DRIVER = "motor"
 
 
-def validate_driver(driver: str) -> str:
+def validate_driver(driver: object) -> str:
     """Return ``driver`` if it names a supported driver."""
+    if not isinstance(driver, str):
+        raise InvalidArgumentTypeError("driver", " or ".join(DRIVERS), driver)
     if driver not in DRIVERS:
-        raise InvalidArgumentError(
-            "EXECSTORE_DRIVER", f"expected one of {', '.join(DRIVERS)}"
-        )
+        raise InvalidArgumentError("driver", f"expected one of {', '.join(DRIVERS)}")
     return driver
 
 

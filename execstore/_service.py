@@ -140,7 +140,12 @@ class ExecutionStoreService:
         return await self._connection.repo()
 
     def _now(self) -> datetime:
-        return to_utc_millis(self._clock())
+        now = self._clock()
+        if not isinstance(now, datetime):
+            raise InvalidArgumentTypeError(
+                "clock", "a callable returning a datetime", now
+            )
+        return to_utc_millis(now)
 
     async def close(self) -> None:
         """Close the client that the service created; further calls raise.

@@ -243,6 +243,7 @@ def validate_batch_size(batch_size: object) -> int:
 _DATABASE_NAME_FORBIDDEN = frozenset('/\\. "$*<>:|?\x00')
 MAX_DATABASE_NAME_BYTES = 63
 MAX_NAMESPACE_BYTES = 255  # "<database>.<collection>" in MongoDB 4.4 and later
+MIN_TIMEOUT_SECONDS = 0.001  # PyMongo's timeouts are whole milliseconds
 MAX_TIMEOUT_SECONDS = 3600.0
 
 
@@ -289,8 +290,10 @@ def validate_timeout(seconds: object) -> float:
         raise InvalidArgumentTypeError(
             "timeout_seconds", "a number of seconds", seconds
         )
-    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT_SECONDS):
+    # Compared before float(): a huge int would overflow, and NaN fails both.
+    if not MIN_TIMEOUT_SECONDS <= seconds <= MAX_TIMEOUT_SECONDS:
         raise InvalidArgumentError(
-            "timeout_seconds", f"must be above 0 and at most {MAX_TIMEOUT_SECONDS:g}"
+            "timeout_seconds",
+            f"must be from {MIN_TIMEOUT_SECONDS:g} to {MAX_TIMEOUT_SECONDS:g} seconds",
         )
     return float(seconds)
