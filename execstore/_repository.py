@@ -234,6 +234,10 @@ class ExecutionStoreRepo(abc.ABC):
         """Return the live key's document, or None."""
 
     @abc.abstractmethod
+    async def has_key(self, store_name: str, key: str, now: datetime) -> bool:
+        """Return whether the key is live, without reading its value."""
+
+    @abc.abstractmethod
     async def delete_key(self, store_name: str, key: str, now: datetime) -> bool:
         """Delete a live key; return whether one was deleted."""
 
@@ -445,6 +449,12 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         query = {**self._key_filter(store_name, key), **live_filter(now)}
         document: RawDocument | None = await collection.find_one(query)
         return document
+
+    @_translate_driver_errors
+    async def has_key(self, store_name: str, key: str, now: datetime) -> bool:
+        collection = await self._ready()
+        query = {**self._key_filter(store_name, key), **live_filter(now)}
+        return await collection.find_one(query, {"_id": True}) is not None
 
     @_translate_driver_errors
     async def delete_key(self, store_name: str, key: str, now: datetime) -> bool:

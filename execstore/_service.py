@@ -332,7 +332,10 @@ class ExecutionStoreService:
 
     async def has_key(self, store_name: str, key: str) -> bool:
         """Return whether the key is live; a stored None value counts."""
-        return await self.get_key(store_name, key) is not None
+        validate_name(store_name, "store_name")
+        validate_key(key)
+        repo = await self._get_repo()
+        return await repo.has_key(store_name, key, self._now())
 
     async def delete_key(self, store_name: str, key: str) -> bool:
         """Delete the key; return True only when a live key was deleted."""
