@@ -342,6 +342,21 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
     def _key_filter(self, store_name: str, key: str) -> dict[str, Any]:
         return {"store_name": store_name, "key": key, "dataset_id": self.dataset_id}
 
+    def _live_key_filter(
+        self, store_name: str, key: str, now: datetime
+    ) -> dict[str, Any]:
+        return {**self._key_filter(store_name, key), **live_filter(now)}
+
+    def _live_keys_filter(
+        self, store_name: str, keys: list[str], now: datetime
+    ) -> dict[str, Any]:
+        return {
+            **self._context(),
+            "store_name": store_name,
+            "key": {"$in": keys},
+            **live_filter(now),
+        }
+
     async def _ready(self) -> Any:
         if not self._indexes_ready:
             await self._ensure_indexes_once()
@@ -406,23 +421,13 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         self, store_name: str, keys: list[str], now: datetime
     ) -> list[RawDocument]:
         collection = await self._ready()
-        query = {
-            **self._context(),
-            "store_name": store_name,
-            "key": {"$in": keys},
-            **live_filter(now),
-        }
+        query = self._live_keys_filter(store_name, keys, now)
         return [document async for document in collection.find(query)]
 
     @_translate_driver_errors
     async def delete_keys(self, store_name: str, keys: list[str], now: datetime) -> int:
         collection = await self._ready()
-        query = {
-            **self._context(),
-            "store_name": store_name,
-            "key": {"$in": keys},
-            **live_filter(now),
-        }
+        query = self._live_keys_filter(store_name, keys, now)
         result = await collection.delete_many(query)
         return int(result.deleted_count)
 
@@ -446,20 +451,20 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         self, store_name: str, key: str, now: datetime
     ) -> RawDocument | None:
         collection = await self._ready()
-        query = {**self._key_filter(store_name, key), **live_filter(now)}
+        query = self._live_key_filter(store_name, key, now)
         document: RawDocument | None = await collection.find_one(query)
         return document
 
     @_translate_driver_errors
     async def has_key(self, store_name: str, key: str, now: datetime) -> bool:
         collection = await self._ready()
-        query = {**self._key_filter(store_name, key), **live_filter(now)}
+        query = self._live_key_filter(store_name, key, now)
         return await collection.find_one(query, {"_id": True}) is not None
 
     @_translate_driver_errors
     async def delete_key(self, store_name: str, key: str, now: datetime) -> bool:
         collection = await self._ready()
-        query = {**self._key_filter(store_name, key), **live_filter(now)}
+        query = self._live_key_filter(store_name, key, now)
         result = await collection.delete_one(query)
         return bool(result.deleted_count)
 
@@ -468,7 +473,7 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         self, store_name: str, key: str, expires_at: datetime, now: datetime
     ) -> RawDocument | None:
         collection = await self._ready()
-        query = {**self._key_filter(store_name, key), **live_filter(now)}
+        query = self._live_key_filter(store_name, key, now)
         changes = {"expires_at": expires_at, "policy": "evict", "updated_at": now}
         document: RawDocument | None = await collection.find_one_and_update(
             query, {"$set": changes}, return_document=ReturnDocument.AFTER
