@@ -6,7 +6,7 @@ cell, an ``async def`` calling sync code). Running that loop forever in a
 background thread costs two thread hand-offs per call. ``CallerDrivenLoop``
 avoids them in the common case:
 
-- A caller whose thread runs no event loop, arriving while nobody runs the
+- A caller whose thread runs no event loop, arriving while no thread runs the
   private loop, becomes the *driver*: it runs the loop in its own thread until
   its coroutine is done, with no hand-off at all.
 - A caller arriving while another thread drives hands its coroutine to the

@@ -616,9 +616,9 @@ def stop_server(settings: Settings, timeout: float = 10.0) -> bool:
 
 
 def _unresponsive_server(data_dir: Path) -> ServerStatus | None:
-    """Return the recorded server if it runs but does not answer, as when stalled.
+    """Return the recorded server if it runs but does not respond, as when stalled.
 
-    Without an answer the pid cannot be confirmed over the wire, so the
+    Without a response the pid cannot be confirmed over the wire, so the
     process's command line must name this data directory's dbpath.
     """
     record = _read_record(data_dir)

@@ -93,7 +93,7 @@ class ExecutionStoreService:
 
     Args:
         repo: The storage to use. Without it, the service connects to MongoDB
-            as ``settings`` say, on the first call.
+            with ``settings`` on the first call.
         dataset_id: The context: an ObjectId, its 24-character hex string, or
             None for the global context. With ``repo``, it must match the
             repo's context or be None.
