@@ -29,6 +29,9 @@ MAX_NESTING_DEPTH = 100
 MAX_BATCH_SIZE = 2**31 - 1  # MongoDB's batchSize is a 32-bit int
 # Room for every field but the value: ids, timestamps, policy and field names.
 _FIELDS_OVERHEAD_BYTES = 256
+# A nested dict or list costs at least a type byte, an empty key's NUL byte,
+# a 4-byte length and a closing NUL byte in BSON.
+_MIN_BYTES_PER_LEVEL = 7
 
 _DECODE_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(
     tz_aware=True, tzinfo=timezone.utc
@@ -151,11 +154,14 @@ def validate_value(value: object, argument: str, names_bytes: int) -> bytes:
         argument: The argument's name for errors.
         names_bytes: UTF-8 size of the store name and key stored beside it.
     """
-    _check_nesting(value, argument)
     try:
         encoded = bson.encode({"value": value})
     except Exception as exc:  # the encoder raises several types, user code others
         raise InvalidValueError(argument, _describe_encoding_error(exc)) from None
+    # Each level of nesting takes at least _MIN_BYTES_PER_LEVEL encoded bytes,
+    # so only a value this large can nest too deeply; most skip the walk.
+    if len(encoded) >= _MIN_BYTES_PER_LEVEL * (MAX_NESTING_DEPTH + 1):
+        _check_nesting(value, argument)
     size = len(encoded) + names_bytes + _FIELDS_OVERHEAD_BYTES
     if size > MAX_DOCUMENT_BYTES:
         raise InvalidValueError(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 from bson import ObjectId
 
 from execstore import InvalidValueError
+from execstore._validation import MAX_NESTING_DEPTH
 
 BSON_LIMIT_BYTES = 16 * 1024 * 1024
 
@@ -127,3 +129,28 @@ async def test_value_near_limit_is_stored(service):
     await service.set_key("blobs", "large", value)
 
     assert (await service.get_key("blobs", "large")).value == value
+
+
+def tightly_nested(depth: int, kind: str) -> Any:
+    """Return ``depth`` dicts with empty keys, or lists, each inside the last.
+
+    These are the smallest encodings of a nesting depth, where the size-based
+    skip of the depth check is closest to letting a value through.
+    """
+    value: Any = {} if kind == "dict" else []
+    for _ in range(depth - 1):
+        value = {"": value} if kind == "dict" else [value]
+    return value
+
+
+@pytest.mark.parametrize("kind", ["dict", "list"])
+async def test_nesting_limit_is_exact_for_the_smallest_encodings(service, kind):
+    deepest = tightly_nested(MAX_NESTING_DEPTH, kind)
+    await service.set_key("nesting", "deepest", deepest)
+
+    with pytest.raises(InvalidValueError) as raised:
+        await service.set_key("nesting", "too-deep", tightly_nested(101, kind))
+
+    assert raised.value.argument == "value"
+    assert (await service.get_key("nesting", "deepest")).value == deepest
+    assert await service.has_key("nesting", "too-deep") is False
