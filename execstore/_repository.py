@@ -23,6 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 from bson import ObjectId
 from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.errors import (
+    BulkWriteError,
     ConnectionFailure,
     DocumentTooLarge,
     DuplicateKeyError,
@@ -32,7 +33,7 @@ from pymongo.errors import (
 
 from ._drivers import aggregate, close_resource
 from ._errors import DatabaseError, DatabaseUnavailableError, InvalidValueError
-from ._models import STORE_DOCUMENT_KEY
+from ._models import STORE_DOCUMENT_KEY, to_utc_millis
 from ._validation import normalize_dataset_id
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,10 @@ EXPIRY_INDEX_NAME = "expires_at_1"
 EXPIRY_INDEX_KEYS = [("expires_at", ASCENDING)]
 
 _AUTHENTICATION_FAILED_CODE = 18
+_DUPLICATE_KEY_CODE = 11000
+# Keys per step of set_keys: the $in query that reads their state stays far
+# under MongoDB's 16 MiB command limit even when every key is 4096 bytes.
+BULK_WRITE_CHUNK_KEYS = 1000
 # MongoDB error codes meaning that a document is over the BSON size limit.
 _DOCUMENT_TOO_LARGE_CODES = frozenset({10334, 17419, 17420})
 
@@ -209,7 +214,7 @@ class ExecutionStoreRepo(abc.ABC):
         expires_at: datetime | None,
         now: datetime,
     ) -> int:
-        """Write many keys of one store in one bulk write; return how many."""
+        """Write many keys of one store with upsert_key's rules; return how many."""
 
     @abc.abstractmethod
     async def find_keys(
@@ -403,18 +408,13 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         now: datetime,
     ) -> int:
         collection = await self._ready()
-        if not values:
-            return 0
-        requests = [
-            UpdateOne(
-                self._key_filter(store_name, key),
-                _upsert_pipeline(value, policy, expires_at, now),
-                upsert=True,
-            )
-            for key, value in values.items()
-        ]
-        await collection.bulk_write(requests, ordered=False)
-        return len(requests)
+        writer = _BulkWriter(
+            collection, self._context(), store_name, policy, expires_at, now
+        )
+        items = list(values.items())
+        for start in range(0, len(items), BULK_WRITE_CHUNK_KEYS):
+            await writer.write(dict(items[start : start + BULK_WRITE_CHUNK_KEYS]))
+        return len(items)
 
     @_translate_driver_errors
     async def find_keys(
@@ -422,7 +422,8 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
     ) -> list[RawDocument]:
         collection = await self._ready()
         query = self._live_keys_filter(store_name, keys, now)
-        return [document async for document in collection.find(query)]
+        documents: list[RawDocument] = await collection.find(query).to_list(None)
+        return documents
 
     @_translate_driver_errors
     async def delete_keys(self, store_name: str, keys: list[str], now: datetime) -> int:
@@ -622,6 +623,138 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         collection = await self._ready()
         result = await collection.delete_many({"store_name": store_name})
         return int(result.deleted_count)
+
+
+class _BulkWriter:
+    """Writes the keys of one set_keys call, a chunk at a time.
+
+    MongoDB runs an insert, or an update by ``_id``, in a fraction of the time
+    of an upsert by the unique key. So a chunk costs one read of the keys'
+    state, then one insert of the new keys and one update of the live ones.
+    Keys that exist but are not live, and keys that another writer changed
+    after the read, take upsert_key's update instead, which decides
+    created_at on the server.
+
+    Args:
+        collection: The store collection.
+        context: The query part that selects the repository's context.
+        store_name: The store written to.
+        policy: The policy of every key written.
+        expires_at: The expiry of every key written, or None.
+        now: The time of the write.
+    """
+
+    def __init__(
+        self,
+        collection: Any,
+        context: dict[str, Any],
+        store_name: str,
+        policy: str,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        self.collection = collection
+        self.context = context
+        self.store_name = store_name
+        self.policy = policy
+        self.expires_at = expires_at
+        self.now = now
+        self.fields = {"policy": policy, "expires_at": expires_at, "updated_at": now}
+
+    def _key_filter(self, key: str) -> dict[str, Any]:
+        return {"store_name": self.store_name, "key": key, **self.context}
+
+    async def write(self, values: dict[str, Any]) -> None:
+        """Write one chunk of keys."""
+        live_ids, stale = await self._read_state(list(values))
+        new = {
+            key: value
+            for key, value in values.items()
+            if key not in live_ids and key not in stale
+        }
+
+        redo = list(stale)
+        redo += await self._insert_new(new)
+        redo += await self._update_live(
+            {live_ids[key]: (key, values[key]) for key in live_ids}
+        )
+        if redo:
+            await self._upsert_by_key({key: values[key] for key in redo})
+
+    async def _read_state(
+        self, keys: list[str]
+    ) -> tuple[dict[str, ObjectId], set[str]]:
+        """Return the _id of each live key, and the keys that exist but are not live.
+
+        A document without created_at counts as not live, so that the upsert
+        gives it one.
+        """
+        query = {"store_name": self.store_name, "key": {"$in": keys}, **self.context}
+        projection = {"key": True, "created_at": True, "expires_at": True}
+        live_ids: dict[str, ObjectId] = {}
+        stale: set[str] = set()
+        for document in await self.collection.find(query, projection).to_list(None):
+            expires_at = document.get("expires_at")
+            is_live = document.get("created_at") is not None and (
+                expires_at is None or to_utc_millis(expires_at) > self.now
+            )
+            if is_live:
+                live_ids[document["key"]] = document["_id"]
+            else:
+                stale.add(document["key"])
+        return live_ids, stale
+
+    async def _insert_new(self, values: dict[str, Any]) -> list[str]:
+        """Insert keys that did not exist; return those another writer created first."""
+        if not values:
+            return []
+        documents = [
+            {
+                **self._key_filter(key),
+                "value": value,
+                **self.fields,
+                "created_at": self.now,
+            }
+            for key, value in values.items()
+        ]
+        try:
+            await self.collection.insert_many(documents, ordered=False)
+        except BulkWriteError as exc:
+            return _keys_of_duplicates(exc, list(values))
+        return []
+
+    async def _update_live(self, live: dict[ObjectId, tuple[str, Any]]) -> list[str]:
+        """Update live keys by _id; return them all if any had gone in between."""
+        if not live:
+            return []
+        requests = [
+            UpdateOne({"_id": key_id}, {"$set": {"value": value, **self.fields}})
+            for key_id, (_, value) in live.items()
+        ]
+        result = await self.collection.bulk_write(requests, ordered=False)
+        if result.matched_count == len(requests):
+            return []
+        return [key for key, _ in live.values()]
+
+    async def _upsert_by_key(self, values: dict[str, Any]) -> None:
+        """Write each key with upsert_key's update, in one bulk write."""
+        requests = [
+            UpdateOne(
+                self._key_filter(key),
+                _upsert_pipeline(value, self.policy, self.expires_at, self.now),
+                upsert=True,
+            )
+            for key, value in values.items()
+        ]
+        await self.collection.bulk_write(requests, ordered=False)
+
+
+def _keys_of_duplicates(error: BulkWriteError, keys: list[str]) -> list[str]:
+    """Return the keys that hit the unique index; re-raise any other error."""
+    failures = error.details.get("writeErrors", [])
+    if any(failure.get("code") != _DUPLICATE_KEY_CODE for failure in failures):
+        raise error
+    return [keys[failure["index"]] for failure in failures]
 
 
 def _upsert_pipeline(

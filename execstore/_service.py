@@ -383,10 +383,11 @@ class ExecutionStoreService:
         ttl: float | timedelta | None = None,
         policy: str = "persist",
     ) -> int:
-        """Write many keys of one store with ``set_key``'s rules in one bulk write.
+        """Write many keys of one store with ``set_key``'s rules.
 
         Every key gets the same ``ttl`` and ``policy``. Nothing is written when
-        any key or value is invalid.
+        any key or value is invalid. The call takes two or three round trips
+        per 1,000 keys; it is not a transaction.
 
         Returns:
             How many keys were written.

@@ -1,0 +1,199 @@
+"""set_keys follows set_key's rules on each of its write paths and races.
+
+set_keys inserts the keys that do not exist, updates the live ones by _id and
+sends the rest (expired keys, documents without created_at, and keys that
+another writer changed after set_keys read them) through set_key's upsert.
+These tests reach every path, and inject each race by changing the collection
+right after set_keys has read it. They run on the real server only: mongomock
+4.3 cannot run PyMongo 4.11's UpdateOne in a bulk write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from execstore import KeyPolicy
+from execstore._repository import BULK_WRITE_CHUNK_KEYS, _BulkWriter
+
+pytestmark = pytest.mark.parametrize("backend", ["mongod"], indirect=True)
+
+
+def after_read(monkeypatch, change):
+    """Run ``change(keys)`` right after set_keys reads the state of ``keys``."""
+    read = _BulkWriter._read_state
+
+    async def read_then_change(writer, keys):
+        state = await read(writer, keys)
+        await change(keys)
+        return state
+
+    monkeypatch.setattr(_BulkWriter, "_read_state", read_then_change)
+
+
+async def documents_of(backend, key):
+    return [document async for document in backend.find({"key": key})]
+
+
+async def test_new_keys_created_now(service, clock):
+    written = await service.set_keys("runs", {"a": 1, "b": [2], "c": {"d": 3}})
+
+    documents = await service.get_keys("runs", ["a", "b", "c"])
+    assert written == 3
+    assert {key: doc.value for key, doc in documents.items()} == {
+        "a": 1,
+        "b": [2],
+        "c": {"d": 3},
+    }
+    for document in documents.values():
+        assert document.created_at == document.updated_at == clock.now
+        assert document.policy == KeyPolicy.PERSIST
+        assert document.expires_at is None
+
+
+async def test_overwrite_keeps_created_at(service, clock):
+    first_write = clock.now
+    await service.set_keys("runs", {"a": 1, "b": 2})
+    clock.advance(5)
+
+    await service.set_keys("runs", {"a": 10, "b": 20})
+
+    documents = await service.get_keys("runs", ["a", "b"])
+    assert {key: doc.value for key, doc in documents.items()} == {"a": 10, "b": 20}
+    for document in documents.values():
+        assert document.created_at == first_write
+        assert document.updated_at == clock.now
+
+
+async def test_expired_key_starts_afresh(service, clock):
+    first_write = clock.now
+    await service.set_key("runs", "short", 1, ttl=10)
+    await service.set_key("runs", "long", 2, ttl=3600)
+    clock.advance(20)
+
+    await service.set_keys("runs", {"short": 10, "long": 20, "new": 30}, ttl=60)
+
+    documents = await service.get_keys("runs", ["short", "long", "new"])
+    assert documents["short"].created_at == clock.now
+    assert documents["long"].created_at == first_write
+    assert documents["new"].created_at == clock.now
+    for document in documents.values():
+        assert document.expires_at == clock.now + timedelta(seconds=60)
+        assert document.policy == KeyPolicy.EVICT
+
+
+async def test_persist_overwrite_clears_expiry(service, clock):
+    await service.set_keys("runs", {"a": 1}, ttl=60)
+
+    await service.set_keys("runs", {"a": 2})
+
+    document = await service.get_key("runs", "a")
+    assert document.expires_at is None
+    assert document.policy == KeyPolicy.PERSIST
+
+
+async def test_write_larger_than_one_chunk(service, backend):
+    total = 2 * BULK_WRITE_CHUNK_KEYS + 500
+    existing = {f"key-{i:05d}": "old" for i in range(0, total, 2)}
+    await service.set_keys("big", existing)
+
+    written = await service.set_keys("big", {f"key-{i:05d}": i for i in range(total)})
+
+    assert written == total
+    assert await service.count_keys("big") == total
+    assert await backend.count_documents({"store_name": "big"}) == total
+    last = await service.get_key("big", f"key-{total - 1:05d}")
+    assert last.value == total - 1
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["insert", "update"])
+async def test_dollar_and_dotted_names_stored(service, existing):
+    value = {"$set": {"a.b": 1}, "$": [{"$in": 2}]}
+    if existing:
+        await service.set_keys("runs", {"k": "old"})
+
+    await service.set_keys("runs", {"k": value})
+
+    assert (await service.get_key("runs", "k")).value == value
+
+
+async def test_legacy_document_gets_created_at(service, backend, dataset_id, clock):
+    legacy = {"store_name": "runs", "key": "k", "dataset_id": dataset_id, "value": 1}
+    await backend.insert_one({**legacy, "updated_at": clock.now})
+    clock.advance(5)
+
+    await service.set_keys("runs", {"k": 2})
+
+    stored = (await documents_of(backend, "k"))[0]
+    assert stored["created_at"] == clock.now
+    assert stored["value"] == 2
+
+
+async def test_key_deleted_after_read(service, backend, clock, monkeypatch):
+    await service.set_keys("runs", {"gone": 1, "kept": 2})
+    clock.advance(5)
+
+    async def delete_one(keys):
+        await backend.delete_one({"key": "gone"})
+
+    after_read(monkeypatch, delete_one)
+    await service.set_keys("runs", {"gone": 10, "kept": 20})
+
+    documents = await service.get_keys("runs", ["gone", "kept"])
+    assert documents["gone"].value == 10
+    assert documents["gone"].created_at == clock.now
+    assert documents["kept"].value == 20
+    assert documents["kept"].created_at == clock.now - timedelta(seconds=5)
+
+
+async def test_key_created_after_read(
+    service, make_service, dataset_id, backend, clock, monkeypatch
+):
+    other = make_service(dataset_id)
+
+    async def create_first(keys):
+        await other.set_key("runs", "raced", "theirs")
+
+    after_read(monkeypatch, create_first)
+    await service.set_keys("runs", {"raced": "ours", "plain": 1})
+
+    assert (await service.get_key("runs", "raced")).value == "ours"
+    assert len(await documents_of(backend, "raced")) == 1
+    assert (await service.get_key("runs", "plain")).value == 1
+
+
+async def test_key_recreated_after_read(
+    service, make_service, dataset_id, backend, clock, monkeypatch
+):
+    other = make_service(dataset_id)
+    await service.set_keys("runs", {"raced": 1})
+    clock.advance(5)
+
+    async def delete_and_create(keys):
+        await backend.delete_one({"key": "raced"})
+        await other.set_key("runs", "raced", "theirs")
+
+    after_read(monkeypatch, delete_and_create)
+    await service.set_keys("runs", {"raced": "ours"})
+
+    documents = await documents_of(backend, "raced")
+    assert [document["value"] for document in documents] == ["ours"]
+    assert documents[0]["created_at"] == clock.now
+
+
+async def test_concurrent_writes_one_document_per_key(service, backend):
+    keys = [f"k{i}" for i in range(50)]
+
+    async def write(writer):
+        # Each writer writes an overlapping, shifted half of the keys.
+        chosen = keys[writer % 25 : writer % 25 + 25]
+        return await service.set_keys("shared", dict.fromkeys(chosen, writer))
+
+    results = await asyncio.gather(*(write(writer) for writer in range(20)))
+
+    assert results == [25] * 20
+    assert await backend.count_documents({"store_name": "shared"}) == len(
+        {key for writer in range(20) for key in keys[writer % 25 : writer % 25 + 25]}
+    )
