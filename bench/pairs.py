@@ -7,6 +7,7 @@ another store, so after the warm-up round every write updates an existing key.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,32 +119,54 @@ async def _async_pairs_of_driver(
                     concurrency=concurrency,
                 )
             )
-    results.append(await _bulk_pair(driver, service, config))
+    results += await _bulk_pairs(driver, service, config)
     return results
 
 
-async def _bulk_pair(
+async def _bulk_pairs(
     driver: str, service: ExecutionStoreService, config: Config
-) -> PairResult:
-    values = {f"bulk-{i:05d}": VALUE for i in range(config.bulk_keys)}
+) -> list[PairResult]:
+    """Compare set_keys with one set_key per key, on existing keys and on new ones.
 
-    async def one_bulk_write(index: int) -> Any:
+    The two cases take different paths in set_keys: existing live keys are
+    updated by _id, new keys are inserted. For new keys every call writes to
+    a store of its own.
+    """
+    values = {f"bulk-{i:05d}": VALUE for i in range(config.bulk_keys)}
+    fresh_stores = (f"{BULK_STORE}-{n}" for n in itertools.count())
+    await service.set_keys(BULK_STORE, values)
+
+    async def set_keys_existing(index: int) -> Any:
         return await service.set_keys(BULK_STORE, values)
 
-    async def many_set_key(index: int) -> None:
+    async def set_key_existing(index: int) -> None:
         for key, value in values.items():
             await service.set_key(BULK_STORE, key, value)
 
-    pair = PairResult(
-        f"bulk {config.bulk_keys} keys {driver}",
-        "bulk",
-        "service.set_keys",
-        f"{config.bulk_keys} x service.set_key",
-        unit=f"{config.bulk_keys} keys",
-    )
-    return await compare_async(
-        pair, one_bulk_write, many_set_key, ops=1, rounds=config.bulk_rounds
-    )
+    async def set_keys_new(index: int) -> Any:
+        return await service.set_keys(next(fresh_stores), values)
+
+    async def set_key_new(index: int) -> None:
+        store_name = next(fresh_stores)
+        for key, value in values.items():
+            await service.set_key(store_name, key, value)
+
+    results = []
+    for case, side_a, side_b in (
+        ("existing", set_keys_existing, set_key_existing),
+        ("new", set_keys_new, set_key_new),
+    ):
+        pair = PairResult(
+            f"bulk {config.bulk_keys} {case} keys {driver}",
+            "bulk",
+            "service.set_keys",
+            f"{config.bulk_keys} x service.set_key",
+            unit=f"{config.bulk_keys} keys",
+        )
+        results.append(
+            await compare_async(pair, side_a, side_b, ops=1, rounds=config.bulk_rounds)
+        )
+    return results
 
 
 def run_sync_pairs(uri: str, database: str, config: Config) -> list[PairResult]:

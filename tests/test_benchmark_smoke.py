@@ -40,8 +40,10 @@ EXPECTED_PAIRS = {
     "sync set_key motor vs blocking",
     "sync get_key pymongo vs blocking",
     "sync set_key pymongo vs blocking",
-    "bulk 20 keys motor",
-    "bulk 20 keys pymongo",
+    "bulk 20 existing keys motor",
+    "bulk 20 new keys motor",
+    "bulk 20 existing keys pymongo",
+    "bulk 20 new keys pymongo",
 }
 EXPECTED_SCALE_PAIRS = {
     "scale get_key",
