@@ -1,10 +1,11 @@
 """Scale mode: the same service calls on a large collection and on a nearly empty one.
 
-The large collection contains ``keys`` keys spread over 1,000 stores in each of
-three contexts (the global one and two datasets), plus one large store of
-``big_store_keys`` keys, a store of 1,000 keys and a small store of 10 keys
-in the measured context. The nearly empty collection holds only the small
-store and the 1,000-key store. Documents are bulk-inserted in the stored
+The large collection contains ``keys`` keys spread over 1,000 stores, a third
+of them in each of three contexts (the global one and two datasets). The
+measured dataset context also has one large store of ``big_store_keys`` keys,
+a store of 1,000 keys and a small store of 10 keys, and the global context a
+small store of 10 keys. The nearly empty collection holds only the small
+stores and the 1,000-key store. Documents are bulk-inserted in the stored
 layout, then the service builds the indexes on its first call.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -27,8 +28,8 @@ from .drivers import DRIVERS, close_async_client, create_async_client
 from .measure import PairResult, compare_async
 from .pairs import COLLECTION_NAME, DATASET_ID, Config
 
-STORES_PER_CONTEXT = 1000
-OTHER_CONTEXTS = (None, ObjectId("64b000000000000000000002"))
+STORES = 1000
+CONTEXTS = (DATASET_ID, None, ObjectId("64b000000000000000000002"))
 SMALL_STORE = "small"
 SMALL_STORE_KEYS = 10
 THOUSAND_STORE = "thousand"
@@ -73,18 +74,17 @@ def _document(
 
 
 def _spread_documents(keys: int, now: datetime) -> Iterator[dict[str, Any]]:
-    contexts = (DATASET_ID, *OTHER_CONTEXTS)
     for index in range(keys):
-        context = contexts[index % len(contexts)]
-        store = f"store-{(index // len(contexts)) % STORES_PER_CONTEXT:04d}"
-        yield _document(store, f"key-{index:07d}", context, now, index)
+        store = index % STORES
+        context = CONTEXTS[store % len(CONTEXTS)]
+        yield _document(f"store-{store:04d}", f"key-{index:07d}", context, now, index)
 
 
 def _store_documents(
-    store_name: str, count: int, now: datetime
+    store_name: str, count: int, now: datetime, dataset_id: ObjectId | None
 ) -> Iterator[dict[str, Any]]:
     for index in range(count):
-        yield _document(store_name, f"key-{index:07d}", DATASET_ID, now, index)
+        yield _document(store_name, f"key-{index:07d}", dataset_id, now, index)
 
 
 def _insert_all(collection: Any, documents: Iterator[dict[str, Any]]) -> None:
@@ -106,13 +106,15 @@ def fill(uri: str, database: str, config: ScaleConfig) -> dict[str, float]:
     with MongoClient(uri) as client:
         large: Any = client[f"{database}_scale"][COLLECTION_NAME]
         _insert_all(large, _spread_documents(config.keys, now))
-        _insert_all(large, _store_documents(BIG_STORE, config.big_store_keys, now))
+        big_store = _store_documents(BIG_STORE, config.big_store_keys, now, DATASET_ID)
+        _insert_all(large, big_store)
         empty: Any = client[f"{database}_empty"][COLLECTION_NAME]
         for collection in (large, empty):
-            _insert_all(
-                collection, _store_documents(SMALL_STORE, SMALL_STORE_KEYS, now)
-            )
-            _insert_all(collection, _store_documents(THOUSAND_STORE, 1000, now))
+            for context in (DATASET_ID, None):
+                small = _store_documents(SMALL_STORE, SMALL_STORE_KEYS, now, context)
+                _insert_all(collection, small)
+            thousand = _store_documents(THOUSAND_STORE, 1000, now, DATASET_ID)
+            _insert_all(collection, thousand)
     return {"fill_seconds": round(time.monotonic() - started, 1)}
 
 
@@ -144,30 +146,40 @@ async def _count_stores(service: ExecutionStoreService, index: int) -> Any:
     return await service.count_stores()
 
 
-async def _measure_pairs(
-    large: ExecutionStoreService, empty: ExecutionStoreService, config: Config
-) -> list[PairResult]:
-    # list_stores reads every key of the context, which takes seconds on the
-    # large collection, so it runs once per round and in fewer rounds.
-    rounds, few_rounds = config.rounds, min(config.rounds, SLOW_ROUNDS)
-    operations = [
-        ("get_key", config.ops, rounds, _get_key),
-        ("set_key", config.ops, rounds, _set_key),
-        (
-            f"count_keys of a {SMALL_STORE_KEYS}-key store",
-            config.ops,
-            rounds,
-            _count_keys,
-        ),
-        (
-            f"get_store of a {SMALL_STORE_KEYS}-key store",
-            config.ops,
-            rounds,
-            _get_store,
-        ),
+Operation = tuple[str, int, int, Callable[[ExecutionStoreService, int], Any]]
+
+
+def _dataset_operations(config: Config) -> list[Operation]:
+    """Return the calls measured in the dataset context: name, ops, rounds, call."""
+    # In the global context list_stores reads every key of the context, which
+    # takes seconds on the large collection, so the listing calls run once
+    # per round and in fewer rounds in both contexts.
+    few_rounds = min(config.rounds, SLOW_ROUNDS)
+    small_store = f"a {SMALL_STORE_KEYS}-key store"
+    return [
+        ("get_key", config.ops, config.rounds, _get_key),
+        ("set_key", config.ops, config.rounds, _set_key),
+        (f"count_keys of {small_store}", config.ops, config.rounds, _count_keys),
+        (f"get_store of {small_store}", config.ops, config.rounds, _get_store),
         ("list_stores", 1, few_rounds, _list_stores),
         ("count_stores", 1, few_rounds, _count_stores),
     ]
+
+
+def _global_operations(config: Config) -> list[Operation]:
+    """Return the calls measured in the global context."""
+    few_rounds = min(config.rounds, SLOW_ROUNDS)
+    return [
+        ("list_stores, global context", 1, few_rounds, _list_stores),
+        ("count_stores, global context", 1, few_rounds, _count_stores),
+    ]
+
+
+async def _measure_pairs(
+    large: ExecutionStoreService,
+    empty: ExecutionStoreService,
+    operations: list[Operation],
+) -> list[PairResult]:
     results = []
     for name, ops, rounds, call in operations:
         print(f"  measuring {name}", flush=True)
@@ -211,11 +223,12 @@ async def _iteration_memory(
 
 
 def _services(
-    client: Any, database: str
+    client: Any, database: str, dataset_id: ObjectId | None
 ) -> tuple[ExecutionStoreService, ExecutionStoreService]:
+    """Return services of one context on the large and the nearly empty collection."""
     large, empty = (
         ExecutionStoreService(
-            repo=MongoExecutionStoreRepo(client[name][COLLECTION_NAME], DATASET_ID)
+            repo=MongoExecutionStoreRepo(client[name][COLLECTION_NAME], dataset_id)
         )
         for name in (f"{database}_scale", f"{database}_empty")
     )
@@ -227,7 +240,7 @@ async def build_indexes(uri: str, database: str) -> float:
     client = create_async_client(DRIVERS[0], uri)
     started = time.monotonic()
     try:
-        for service in _services(client, database):
+        for service in _services(client, database, DATASET_ID):
             await service.has_store(SMALL_STORE)
     finally:
         await close_async_client(client)
@@ -239,8 +252,12 @@ async def _scale_with_driver(
 ) -> dict[str, Any]:
     client = create_async_client(driver, uri)
     try:
-        large, empty = _services(client, database)
-        pairs = await _measure_pairs(large, empty, config.pairs)
+        large, empty = _services(client, database, DATASET_ID)
+        pairs = await _measure_pairs(large, empty, _dataset_operations(config.pairs))
+        global_large, global_empty = _services(client, database, None)
+        pairs += await _measure_pairs(
+            global_large, global_empty, _global_operations(config.pairs)
+        )
         small = await _iteration_memory(large, THOUSAND_STORE)
         big = await _iteration_memory(large, BIG_STORE)
     finally:
@@ -255,7 +272,7 @@ async def _scale_with_driver(
 def format_scale(report: dict[str, Any]) -> str:
     """Return the scale results as a plain-text table."""
     lines = [
-        f"scale: {report['keys']} keys over {STORES_PER_CONTEXT} stores x 3 contexts, "
+        f"scale: {report['keys']} keys over {STORES} stores in 3 contexts, "
         f"a store of {report['big_store_keys']} keys, filled in "
         f"{report['fill_seconds']} s, indexed in {report['index_seconds']} s",
         f"{'operation':<40} {'large µs':>10} {'empty µs':>10} {'ratio':>7}",

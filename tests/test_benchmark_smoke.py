@@ -52,6 +52,8 @@ EXPECTED_SCALE_PAIRS = {
     "scale get_store of a 10-key store",
     "scale list_stores",
     "scale count_stores",
+    "scale list_stores, global context",
+    "scale count_stores, global context",
 }
 
 
