@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timezone
 from typing import Any
 
 from bson import ObjectId
@@ -73,6 +74,8 @@ class DefaultConnection:
         )
         options = {
             "tz_aware": True,
+            # Datetimes decoded with exactly timezone.utc skip a conversion.
+            "tzinfo": timezone.utc,
             "appname": "execstore",
             "serverSelectionTimeoutMS": timeout_ms,
             "connectTimeoutMS": timeout_ms,
