@@ -52,6 +52,10 @@ CONTEXT_INDEX_KEYS = [
     ("store_name", ASCENDING),
     ("key", ASCENDING),
 ]
+# The store names of every context, each with its contexts in order: gives
+# the global context's store names from the index alone (see list_store_names).
+STORE_CONTEXTS_INDEX_NAME = "store_name_dataset_id"
+STORE_CONTEXTS_INDEX_KEYS = [("store_name", ASCENDING), ("dataset_id", ASCENDING)]
 # Only store documents: lists them in every context without a collection scan.
 STORE_DOCUMENTS_INDEX_NAME = "store_documents"
 STORE_DOCUMENTS_INDEX_KEYS = [("dataset_id", ASCENDING), ("store_name", ASCENDING)]
@@ -545,7 +549,7 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
     async def list_store_names(self, now: datetime) -> list[str]:
         collection = await self._ready()
         context = self._context()
-        names = set(await collection.distinct("store_name", context))
+        names = set(await self._store_names_of_context(collection))
 
         # Only a store with expired keys can lack a live key. Expired keys are
         # few, because the TTL monitor removes them, so checking just those
@@ -557,6 +561,23 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
             alive = await collection.distinct("store_name", existing)
             names -= set(suspects) - set(alive)
         return sorted(names)
+
+    async def _store_names_of_context(self, collection: Any) -> list[str]:
+        """Return the names of the stores with documents in this context.
+
+        MongoDB reads a dataset context's names from the context index alone.
+        It cannot do that for ``dataset_id: null``: null and missing fields share
+        index entries, so it would fetch every document of the global context.
+        Instead, for each store name, the smallest dataset_id in the
+        (store_name, dataset_id) index is null exactly when the store has
+        documents in the global context, and MongoDB reads those first
+        entries alone, one per store name.
+        """
+        if self.dataset_id is not None:
+            names: list[str] = await collection.distinct("store_name", self._context())
+            return names
+        firsts = await aggregate(collection, _FIRST_CONTEXT_OF_EACH_STORE)
+        return [entry["_id"] for entry in firsts if entry.get("dataset_id") is None]
 
     @_translate_driver_errors
     async def delete_store(self, store_name: str) -> int:
@@ -626,11 +647,12 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
 
 
 class _BulkWriter:
-    """Writes the keys of one set_keys call, a chunk at a time.
+    """The writer of one set_keys call's keys, a chunk at a time.
 
-    MongoDB runs an insert, or an update by ``_id``, in a fraction of the time
-    of an upsert by the unique key. So a chunk costs one read of the keys'
-    state, then one insert of the new keys and one update of the live ones.
+    In bulk, MongoDB inserts a key or updates it by ``_id`` at a fraction of
+    the cost of an upsert by the unique key: about 30 to 60 µs a key against
+    110 to 250 µs on the benchmark machine. So a chunk costs one read of the
+    keys' state, then one insert of the new keys and one update of the live ones.
     Keys that exist but are not live, and keys that another writer changed
     after the read, take upsert_key's update instead, which decides
     created_at on the server.
@@ -779,6 +801,12 @@ def _upsert_pipeline(
     return [{"$set": stage}]
 
 
+_FIRST_CONTEXT_OF_EACH_STORE: list[dict[str, Any]] = [
+    {"$sort": {"store_name": 1, "dataset_id": 1}},
+    {"$group": {"_id": "$store_name", "dataset_id": {"$first": "$dataset_id"}}},
+]
+
+
 def _summary_pipeline(
     match: dict[str, Any], group_id: Any = None
 ) -> list[dict[str, Any]]:
@@ -819,6 +847,11 @@ async def ensure_indexes(collection: Any) -> None:
     context_keys = tuple(CONTEXT_INDEX_KEYS)
     if context_keys not in by_keys:
         await collection.create_index(CONTEXT_INDEX_KEYS, name=CONTEXT_INDEX_NAME)
+    store_contexts_keys = tuple(STORE_CONTEXTS_INDEX_KEYS)
+    if store_contexts_keys not in by_keys:
+        await collection.create_index(
+            STORE_CONTEXTS_INDEX_KEYS, name=STORE_CONTEXTS_INDEX_NAME
+        )
     store_documents_keys = tuple(STORE_DOCUMENTS_INDEX_KEYS)
     if store_documents_keys not in by_keys:
         await collection.create_index(

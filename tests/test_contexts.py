@@ -46,6 +46,26 @@ def contexts(make_service) -> Contexts:
     )
 
 
+async def test_global_listing_with_names_shared_by_datasets(contexts, backend):
+    # The global context's names come from the first dataset_id of each store
+    # name, where null sorts first; these cases surround a null.
+    await contexts.first.set_key("shared", "k", 1)
+    await contexts.global_.set_key("shared", "k", 2)
+    await contexts.second.set_key("datasets-only", "k", 3)
+    await contexts.first.create_store("datasets-only")
+    await contexts.global_.create_store("global-only")
+    await backend.insert_one({"store_name": "no-context-field", "key": "k"})
+
+    assert await contexts.global_.list_stores() == [
+        "global-only",
+        "no-context-field",
+        "shared",
+    ]
+    assert await contexts.global_.count_stores() == 3
+    assert await contexts.first.list_stores() == ["datasets-only", "shared"]
+    assert await contexts.second.list_stores() == ["datasets-only"]
+
+
 async def test_key_is_invisible_in_other_contexts(contexts):
     await contexts.first.set_key("settings", "theme", "dark")
 
