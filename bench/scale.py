@@ -4,9 +4,10 @@ The large collection contains ``keys`` keys spread over 1,000 stores, a third
 of them in each of three contexts (the global one and two datasets). The
 measured dataset context also has one large store of ``big_store_keys`` keys,
 a store of 1,000 keys and a small store of 10 keys, and the global context a
-small store of 10 keys. The nearly empty collection holds only the small
-stores and the 1,000-key store. Documents are bulk-inserted in the stored
-layout, then the service builds the indexes on its first call.
+small store of 10 keys. The nearly empty collection holds one key in each of
+the 1,000 stores, the small stores and the 1,000-key store, so that listing
+stores gives the same answer on both collections. Documents are bulk-inserted
+in the stored layout, then the service builds the indexes on its first call.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def fill(uri: str, database: str, config: ScaleConfig) -> dict[str, float]:
         big_store = _store_documents(BIG_STORE, config.big_store_keys, now, DATASET_ID)
         _insert_all(large, big_store)
         empty: Any = client[f"{database}_empty"][COLLECTION_NAME]
+        _insert_all(empty, _spread_documents(STORES, now))
         for collection in (large, empty):
             for context in (DATASET_ID, None):
                 small = _store_documents(SMALL_STORE, SMALL_STORE_KEYS, now, context)
