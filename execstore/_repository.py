@@ -576,8 +576,8 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
         if self.dataset_id is not None:
             names: list[str] = await collection.distinct("store_name", self._context())
             return names
-        firsts = await aggregate(collection, _FIRST_CONTEXT_OF_EACH_STORE)
-        return [entry["_id"] for entry in firsts if entry.get("dataset_id") is None]
+        firsts = await aggregate(collection, _GLOBAL_STORE_NAMES)
+        return [entry["_id"] for entry in firsts]
 
     @_translate_driver_errors
     async def delete_store(self, store_name: str) -> int:
@@ -801,9 +801,11 @@ def _upsert_pipeline(
     return [{"$set": stage}]
 
 
-_FIRST_CONTEXT_OF_EACH_STORE: list[dict[str, Any]] = [
+_GLOBAL_STORE_NAMES: list[dict[str, Any]] = [
     {"$sort": {"store_name": 1, "dataset_id": 1}},
     {"$group": {"_id": "$store_name", "dataset_id": {"$first": "$dataset_id"}}},
+    {"$match": {"dataset_id": None}},
+    {"$project": {"_id": True}},
 ]
 
 
