@@ -716,11 +716,7 @@ class _BulkWriter:
         live_ids: dict[str, ObjectId] = {}
         stale: set[str] = set()
         for document in await self.collection.find(query, projection).to_list(None):
-            expires_at = document.get("expires_at")
-            is_live = document.get("created_at") is not None and (
-                expires_at is None or to_utc_millis(expires_at) > self.now
-            )
-            if is_live:
+            if _has_live_created_at(document, self.now):
                 live_ids[document["key"]] = document["_id"]
             else:
                 stale.add(document["key"])
@@ -769,6 +765,17 @@ class _BulkWriter:
             for key, value in values.items()
         ]
         await self.collection.bulk_write(requests, ordered=False)
+
+
+def _has_live_created_at(document: RawDocument, now: datetime) -> bool:
+    """Return whether a key's document is live at ``now`` and has a created_at."""
+    if document.get("created_at") is None:
+        return False
+    expires_at = document.get("expires_at")
+    if expires_at is None:
+        return True
+    # Like the live filter of reads, an expires_at that is not a date is expired.
+    return isinstance(expires_at, datetime) and to_utc_millis(expires_at) > now
 
 
 def _keys_of_duplicates(error: BulkWriteError, keys: list[str]) -> list[str]:

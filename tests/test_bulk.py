@@ -119,9 +119,16 @@ async def test_dollar_and_dotted_names_stored(service, existing):
     assert (await service.get_key("runs", "k")).value == value
 
 
-async def test_legacy_document_gets_created_at(service, backend, dataset_id, clock):
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"created_at": "2020-01-01", "expires_at": "soon"}],
+    ids=["no-created-at", "expiry-not-a-date"],
+)
+async def test_legacy_document_gets_created_at(
+    service, backend, dataset_id, clock, fields
+):
     legacy = {"store_name": "runs", "key": "k", "dataset_id": dataset_id, "value": 1}
-    await backend.insert_one({**legacy, "updated_at": clock.now})
+    await backend.insert_one({**legacy, "updated_at": clock.now, **fields})
     clock.advance(5)
 
     await service.set_keys("runs", {"k": 2})
