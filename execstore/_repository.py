@@ -329,7 +329,8 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
     """ExecutionStoreRepo on an asyncio MongoDB collection.
 
     The collection may be Motor's, PyMongo's ``AsyncCollection`` or
-    mongomock-motor's.
+    mongomock-motor's. On mongomock 4.3 with PyMongo 4.11 or later, upsert_keys
+    fails once a key exists, because mongomock cannot run PyMongo's UpdateOne.
     Indexes are created on first use.
 
     Args:

@@ -31,7 +31,7 @@ from ._models import (
     store_document_from_raw,
     to_utc_millis,
 )
-from ._repository import ExecutionStoreRepo
+from ._repository import BULK_WRITE_CHUNK_KEYS, ExecutionStoreRepo
 from ._validation import (
     normalize_dataset_id,
     validate_batch_size,
@@ -386,24 +386,29 @@ class ExecutionStoreService:
         """Write many keys of one store with ``set_key``'s rules.
 
         Every key gets the same ``ttl`` and ``policy``. Nothing is written when
-        any key or value is invalid. The call takes two or three round trips
-        per 1,000 keys; it is not a transaction.
+        any key or value is invalid. The keys are written 1,000 at a time, in
+        two or three round trips each, and each 1,000 take their own clock
+        reading for ``updated_at`` and the expiry. The call is not a
+        transaction.
 
         Returns:
             How many keys were written.
         """
         validate_name(store_name, "store_name")
-        validate_mapping(values, store_name)
+        entries = validate_mapping(values, store_name)
         duration = validate_ttl(ttl)
         key_policy = validate_policy(policy)
         if duration is not None:
             key_policy = KeyPolicy.EVICT
         repo = await self._get_repo()
 
-        now = self._now()
-        return await repo.upsert_keys(
-            store_name, values, key_policy.value, self._expiry(now, duration), now
-        )
+        items = list(entries.items())
+        for start in range(0, len(items), BULK_WRITE_CHUNK_KEYS):
+            chunk = dict(items[start : start + BULK_WRITE_CHUNK_KEYS])
+            now = self._now()
+            expires_at = self._expiry(now, duration)
+            await repo.upsert_keys(store_name, chunk, key_policy.value, expires_at, now)
+        return len(items)
 
     async def delete_keys(self, store_name: str, keys: Iterable[str]) -> int:
         """Delete ``keys`` in one round trip; return how many live keys went."""

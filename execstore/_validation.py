@@ -225,15 +225,24 @@ def validate_keys(keys: object) -> list[str]:
     return unique
 
 
-def validate_mapping(values: object, store_name: str) -> Mapping[str, Any]:
-    """Return the key-to-value mapping of a bulk write, every entry checked."""
+def validate_mapping(values: object, store_name: str) -> dict[str, Any]:
+    """Return a copy of the key-to-value mapping of a bulk write, every entry checked.
+
+    The copy is what gets written, so a caller that changes the mapping while
+    the write runs cannot slip in an entry that was not checked.
+    """
     if not isinstance(values, Mapping):
         raise InvalidArgumentTypeError("values", "a mapping of keys to values", values)
-    for key, value in values.items():
-        validate_key(key, "values")
-        names_bytes = len(store_name.encode()) + len(key.encode())
-        validate_value(value, "values", names_bytes)
-    return values
+    entries = dict(values)
+    for position, (key, value) in enumerate(entries.items()):
+        try:
+            validate_key(key, "values")
+            names_bytes = len(store_name.encode()) + len(key.encode())
+            validate_value(value, "values", names_bytes)
+        except (InvalidArgumentError, InvalidArgumentTypeError) as exc:
+            exc.args = (f"{exc} (entry {position} of the mapping, from 0)",)
+            raise
+    return entries
 
 
 def validate_batch_size(batch_size: object) -> int:

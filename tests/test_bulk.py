@@ -4,8 +4,10 @@ set_keys inserts the keys that do not exist, updates the live ones by _id and
 sends the rest (expired keys, documents without created_at, and keys that
 another writer changed after set_keys read them) through set_key's upsert.
 These tests reach every path, and inject each race by changing the collection
-right after set_keys has read it. They run on the real server only: mongomock
-4.3 cannot run PyMongo 4.11's UpdateOne in a bulk write.
+right after set_keys has read it. They also check the clock reading per 1,000
+keys, the copy of the mapping that is written, and where an error points.
+They run on the real server only: mongomock 4.3 cannot run PyMongo 4.11's
+UpdateOne in a bulk write.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from datetime import timedelta
 
 import pytest
 
-from execstore import KeyPolicy
+from execstore import InvalidValueError, KeyPolicy, MongoExecutionStoreRepo
 from execstore._repository import BULK_WRITE_CHUNK_KEYS, _BulkWriter
 
 pytestmark = pytest.mark.parametrize("backend", ["mongod"], indirect=True)
@@ -204,3 +206,61 @@ async def test_concurrent_writes_one_document_per_key(service, backend):
     assert await backend.count_documents({"store_name": "shared"}) == len(
         {key for writer in range(20) for key in keys[writer % 25 : writer % 25 + 25]}
     )
+
+
+class SteppingClock:
+    """A clock that moves one second forward on every reading."""
+
+    def __init__(self, start):
+        self.now = start
+
+    def __call__(self):
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+async def test_clock_read_per_chunk(make_service, clock):
+    stepping = SteppingClock(clock.now)
+    service = make_service(None, clock=stepping)
+    keys = [f"key-{i:05d}" for i in range(2 * BULK_WRITE_CHUNK_KEYS + 1)]
+
+    await service.set_keys("runs", dict.fromkeys(keys, 1), ttl=60)
+
+    first, last = keys[0], keys[-1]
+    documents = await service.get_keys("runs", [first, last])
+    assert documents[last].updated_at - documents[first].updated_at == timedelta(
+        seconds=2
+    )
+    for document in documents.values():
+        assert document.expires_at == document.updated_at + timedelta(seconds=60)
+
+
+async def test_mapping_changed_during_write_ignored(service, backend, monkeypatch):
+    values = {"a": 1}
+    get_collection = MongoExecutionStoreRepo._ready
+
+    async def add_entries_then_get_collection(repo):
+        # The first call waits here on MongoDB to set up the indexes.
+        values["__store__"] = "not checked"
+        values["b"] = 2
+        return await get_collection(repo)
+
+    monkeypatch.setattr(
+        MongoExecutionStoreRepo, "_ready", add_entries_then_get_collection
+    )
+    written = await service.set_keys("runs", values)
+
+    assert written == 1
+    assert await backend.count_documents({}) == 1
+
+
+async def test_bad_entry_named_by_position(service, backend):
+    values = {f"key-{i}": i for i in range(1500)}
+    values["bad"] = {1, 2}
+
+    with pytest.raises(InvalidValueError) as raised:
+        await service.set_keys("runs", values)
+
+    assert raised.value.argument == "values"
+    assert "entry 1500 of the mapping" in str(raised.value)
+    assert await backend.count_documents({}) == 0
