@@ -74,7 +74,8 @@ class DefaultConnection:
         )
         options = {
             "tz_aware": True,
-            # Datetimes decoded with exactly timezone.utc skip a conversion.
+            # Datetimes decoded with timezone.utc itself take to_utc_millis's
+            # fast path.
             "tzinfo": timezone.utc,
             "appname": "execstore",
             "serverSelectionTimeoutMS": timeout_ms,

@@ -52,7 +52,7 @@ CONTEXT_INDEX_KEYS = [
     ("store_name", ASCENDING),
     ("key", ASCENDING),
 ]
-# The store names of every context, each with its contexts in order: gives
+# The store names of every context, each with its contexts in order. It gives
 # the global context's store names from the index alone (see list_store_names).
 STORE_CONTEXTS_INDEX_NAME = "store_name_dataset_id"
 STORE_CONTEXTS_INDEX_KEYS = [("store_name", ASCENDING), ("dataset_id", ASCENDING)]
@@ -64,7 +64,7 @@ EXPIRY_INDEX_KEYS = [("expires_at", ASCENDING)]
 
 _AUTHENTICATION_FAILED_CODE = 18
 _DUPLICATE_KEY_CODE = 11000
-# Keys per step of set_keys: the $in query that reads their state stays far
+# Keys per step of set_keys. The $in query that reads their state stays far
 # under MongoDB's 16 MiB command limit even when every key is 4096 bytes.
 BULK_WRITE_CHUNK_KEYS = 1000
 # MongoDB error codes meaning that a document is over the BSON size limit.
@@ -651,12 +651,17 @@ class _BulkWriter:
     """The writer of one set_keys call's keys, a chunk at a time.
 
     In bulk, MongoDB inserts a key or updates it by ``_id`` at a fraction of
-    the cost of an upsert by the unique key: about 30 to 60 µs a key against
-    110 to 250 µs on the benchmark machine. So a chunk costs one read of the
-    keys' state, then one insert of the new keys and one update of the live ones.
-    Keys that exist but are not live, and keys that another writer changed
-    after the read, take upsert_key's update instead, which decides
-    created_at on the server.
+    the cost of an upsert by the unique key (figures in docs/performance.md).
+    So a chunk costs one read of the keys' state, then one insert of the new
+    keys and one update of the live ones. Keys that exist but are not live,
+    and keys that another writer created or deleted after the read, take
+    upsert_key's update instead, which decides created_at on the server.
+
+    NOTE: the update by ``_id`` does not check liveness again, because any
+    condition beside ``_id`` doubles its cost. A key that another writer made
+    expired (by our clock) between the read and the update keeps its
+    created_at, where set_key would reset it. Only a writer whose clock is
+    behind by more than its TTL, or a tool writing a past expiry, can do that.
 
     Args:
         collection: The store collection.
@@ -743,7 +748,7 @@ class _BulkWriter:
         return []
 
     async def _update_live(self, live: dict[ObjectId, tuple[str, Any]]) -> list[str]:
-        """Update live keys by _id; return them all if any had gone in between."""
+        """Update live keys by _id; return them all if one was deleted meanwhile."""
         if not live:
             return []
         requests = [
@@ -780,9 +785,15 @@ def _has_live_created_at(document: RawDocument, now: datetime) -> bool:
 
 
 def _keys_of_duplicates(error: BulkWriteError, keys: list[str]) -> list[str]:
-    """Return the keys that hit the unique index; re-raise any other error."""
+    """Return the keys that hit the unique index; re-raise any other error.
+
+    A write concern error, alone or beside duplicates, is re-raised too.
+    """
     failures = error.details.get("writeErrors", [])
-    if any(failure.get("code") != _DUPLICATE_KEY_CODE for failure in failures):
+    others = [
+        failure for failure in failures if failure.get("code") != _DUPLICATE_KEY_CODE
+    ]
+    if others or not failures or error.details.get("writeConcernErrors"):
         raise error
     return [keys[failure["index"]] for failure in failures]
 
@@ -812,7 +823,8 @@ def _upsert_pipeline(
 _GLOBAL_STORE_NAMES: list[dict[str, Any]] = [
     {"$sort": {"store_name": 1, "dataset_id": 1}},
     {"$group": {"_id": "$store_name", "dataset_id": {"$first": "$dataset_id"}}},
-    {"$match": {"dataset_id": None}},
+    # A document without a store_name groups under None, which is no store.
+    {"$match": {"dataset_id": None, "_id": {"$type": "string"}}},
     {"$project": {"_id": True}},
 ]
 

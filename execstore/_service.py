@@ -387,9 +387,9 @@ class ExecutionStoreService:
 
         Every key gets the same ``ttl`` and ``policy``. Nothing is written when
         any key or value is invalid. The keys are written 1,000 at a time, in
-        two or three round trips each, and each 1,000 take their own clock
-        reading for ``updated_at`` and the expiry. The call is not a
-        transaction.
+        two to four round trips each (more for values of many MiB), and each
+        1,000 take their own clock reading for ``updated_at`` and the expiry.
+        The call is not a transaction.
 
         Returns:
             How many keys were written.

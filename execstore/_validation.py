@@ -240,7 +240,7 @@ def validate_mapping(values: object, store_name: str) -> dict[str, Any]:
             names_bytes = len(store_name.encode()) + len(key.encode())
             validate_value(value, "values", names_bytes)
         except (InvalidArgumentError, InvalidArgumentTypeError) as exc:
-            exc.args = (f"{exc} (entry {position} of the mapping, from 0)",)
+            exc.args = (f"{exc} (the mapping's entry at index {position})",)
             raise
     return entries
 

@@ -16,11 +16,24 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from bson import ObjectId
+from pymongo.errors import BulkWriteError
 
-from execstore import InvalidValueError, KeyPolicy, MongoExecutionStoreRepo
+from execstore import (
+    DatabaseError,
+    InvalidValueError,
+    KeyPolicy,
+    MongoExecutionStoreRepo,
+)
 from execstore._repository import BULK_WRITE_CHUNK_KEYS, _BulkWriter
 
 pytestmark = pytest.mark.parametrize("backend", ["mongod"], indirect=True)
+
+
+@pytest.fixture(params=["dataset", "global"])
+def dataset_id(request):
+    """Run each test in a dataset context and in the global context."""
+    return ObjectId() if request.param == "dataset" else None
 
 
 def after_read(monkeypatch, change):
@@ -192,7 +205,7 @@ async def test_key_recreated_after_read(
     assert documents[0]["created_at"] == clock.now
 
 
-async def test_concurrent_writes_one_document_per_key(service, backend):
+async def test_concurrent_writes_one_document_per_key(service, backend, clock):
     keys = [f"k{i}" for i in range(50)]
 
     async def write(writer):
@@ -202,10 +215,39 @@ async def test_concurrent_writes_one_document_per_key(service, backend):
 
     results = await asyncio.gather(*(write(writer) for writer in range(20)))
 
+    writers_of = {}
+    for writer in range(20):
+        for key in keys[writer % 25 : writer % 25 + 25]:
+            writers_of.setdefault(key, set()).add(writer)
     assert results == [25] * 20
-    assert await backend.count_documents({"store_name": "shared"}) == len(
-        {key for writer in range(20) for key in keys[writer % 25 : writer % 25 + 25]}
-    )
+    assert await backend.count_documents({"store_name": "shared"}) == len(writers_of)
+    documents = await service.get_keys("shared", keys)
+    assert documents.keys() == writers_of.keys()
+    for key, document in documents.items():
+        assert document.value in writers_of[key]
+        assert document.created_at == clock.now
+
+
+@pytest.mark.parametrize(
+    "write_errors",
+    [[], [{"index": 0, "code": 11000, "errmsg": "duplicate key"}]],
+    ids=["alone", "beside-duplicates"],
+)
+async def test_write_concern_error_on_insert_raises(
+    service, backend, monkeypatch, write_errors
+):
+    details = {
+        "writeErrors": write_errors,
+        "writeConcernErrors": [{"code": 64, "errmsg": "waiting timed out"}],
+        "nInserted": 2 - len(write_errors),
+    }
+
+    async def insert_many(documents, ordered):
+        raise BulkWriteError(details)
+
+    monkeypatch.setattr(backend, "insert_many", insert_many)
+    with pytest.raises(DatabaseError):
+        await service.set_keys("runs", {"a": 1, "b": 2})
 
 
 class SteppingClock:
@@ -254,7 +296,7 @@ async def test_mapping_changed_during_write_ignored(service, backend, monkeypatc
     assert await backend.count_documents({}) == 1
 
 
-async def test_bad_entry_named_by_position(service, backend):
+async def test_bad_entry_named_by_index(service, backend):
     values = {f"key-{i}": i for i in range(1500)}
     values["bad"] = {1, 2}
 
@@ -262,5 +304,5 @@ async def test_bad_entry_named_by_position(service, backend):
         await service.set_keys("runs", values)
 
     assert raised.value.argument == "values"
-    assert "entry 1500 of the mapping" in str(raised.value)
+    assert "the mapping's entry at index 1500" in str(raised.value)
     assert await backend.count_documents({}) == 0

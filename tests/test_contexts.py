@@ -46,7 +46,7 @@ def contexts(make_service) -> Contexts:
     )
 
 
-async def test_global_listing_with_names_shared_by_datasets(contexts, backend):
+async def test_global_listing_with_shared_names(contexts, backend):
     # The global context's names come from the first dataset_id of each store
     # name, where null sorts first; these cases surround a null.
     await contexts.first.set_key("shared", "k", 1)
@@ -55,6 +55,7 @@ async def test_global_listing_with_names_shared_by_datasets(contexts, backend):
     await contexts.first.create_store("datasets-only")
     await contexts.global_.create_store("global-only")
     await backend.insert_one({"store_name": "no-context-field", "key": "k"})
+    await backend.insert_one({"key": "no-store-name-field", "dataset_id": None})
 
     assert await contexts.global_.list_stores() == [
         "global-only",

@@ -121,6 +121,7 @@ async def _run_every_method(
     recorder: CommandRecorder,
     service: ExecutionStoreService,
     scratch: ExecutionStoreService,
+    global_service: ExecutionStoreService,
 ) -> None:
     calls: list[tuple[str, Any]] = [
         ("create_store", lambda: service.create_store("new-store", {"a": 1})),
@@ -130,6 +131,8 @@ async def _run_every_method(
         ("has_store", lambda: service.has_store("store-2")),
         ("list_stores", service.list_stores),
         ("count_stores", service.count_stores),
+        ("list_stores", global_service.list_stores),
+        ("count_stores", global_service.count_stores),
         ("delete_store", lambda: service.delete_store("doomed")),
         ("cleanup", scratch.cleanup),
         ("set_key", lambda: service.set_key("store-3", "key-001", {"x": 1})),
@@ -176,7 +179,7 @@ async def _record_commands(uri: str, database_name: str) -> CommandRecorder:
         service, other, scratch = build(ObjectId()), build(None), build(ObjectId())
         await _fill(service, other)
         await _fill(scratch, other)
-        await _run_every_method(recorder, service, scratch)
+        await _run_every_method(recorder, service, scratch, other)
     finally:
         client.close()
     return recorder

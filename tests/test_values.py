@@ -144,7 +144,7 @@ def tightly_nested(depth: int, kind: str) -> Any:
 
 
 @pytest.mark.parametrize("kind", ["dict", "list"])
-async def test_nesting_limit_is_exact_for_the_smallest_encodings(service, kind):
+async def test_nesting_limit_exact_at_smallest_encodings(service, kind):
     deepest = tightly_nested(MAX_NESTING_DEPTH, kind)
     await service.set_key("nesting", "deepest", deepest)
 
