@@ -578,7 +578,7 @@ class MongoExecutionStoreRepo(ExecutionStoreRepo):
             names: list[str] = await collection.distinct("store_name", self._context())
             return names
         firsts = await aggregate(collection, _GLOBAL_STORE_NAMES)
-        return [entry["_id"] for entry in firsts]
+        return [entry["_id"] for entry in firsts if isinstance(entry["_id"], str)]
 
     @_translate_driver_errors
     async def delete_store(self, store_name: str) -> int:
@@ -823,8 +823,10 @@ def _upsert_pipeline(
 _GLOBAL_STORE_NAMES: list[dict[str, Any]] = [
     {"$sort": {"store_name": 1, "dataset_id": 1}},
     {"$group": {"_id": "$store_name", "dataset_id": {"$first": "$dataset_id"}}},
-    # A document without a store_name groups under None, which is no store.
-    {"$match": {"dataset_id": None, "_id": {"$type": "string"}}},
+    # A condition on _id here would be moved before the $group by MongoDB and
+    # cost the DISTINCT_SCAN, so documents without a store_name, which group
+    # under None, are left out afterwards.
+    {"$match": {"dataset_id": None}},
     {"$project": {"_id": True}},
 ]
 

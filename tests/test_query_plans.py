@@ -30,6 +30,7 @@ from pymongo.monitoring import (
 )
 
 from execstore import ExecutionStoreService, MongoExecutionStoreRepo
+from execstore._repository import _GLOBAL_STORE_NAMES, ensure_indexes
 from execstore._server import MongodProcess
 
 pytestmark = pytest.mark.mongod_only
@@ -266,3 +267,44 @@ def test_query_plan_uses_index(
             f"{method} sends {command}, whose winning plan has "
             f"{sorted(forbidden)}: stages {stages}"
         )
+
+
+async def _build_indexes(uri: str, database_name: str) -> None:
+    client: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(uri)
+    try:
+        await ensure_indexes(client[database_name][COLLECTION_NAME])
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("context", ["dataset", "global"])
+def test_store_listing_skips_from_store_to_store(
+    mongod: MongodProcess, context: str
+) -> None:
+    # An index scan over every key of a context passes the check above, yet
+    # makes list_stores grow with the keys. A DISTINCT_SCAN reads one index
+    # entry per store instead.
+    datasets = [ObjectId(), ObjectId(), None]
+    database_name = unique_database_name()
+    client: MongoClient[dict[str, Any]]
+    with MongoClient(mongod.uri, tz_aware=True) as client:
+        database: Any = client[database_name]
+        asyncio.run(_build_indexes(mongod.uri, database_name))
+        database[COLLECTION_NAME].insert_many(
+            {"store_name": f"store-{i % 20}", "key": f"k{i}", "dataset_id": dataset}
+            for dataset in datasets
+            for i in range(300)
+        )
+        if context == "global":
+            command = {
+                "aggregate": COLLECTION_NAME,
+                "pipeline": _GLOBAL_STORE_NAMES,
+                "cursor": {},
+            }
+        else:
+            query = {"dataset_id": datasets[0]}
+            command = {"distinct": COLLECTION_NAME, "key": "store_name", "query": query}
+        output = database.command({"explain": command, "verbosity": "queryPlanner"})
+        client.drop_database(database_name)
+
+    assert "DISTINCT_SCAN" in winning_plan_stages(output)
