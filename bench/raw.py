@@ -13,6 +13,9 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ReturnDocument
 
+# Any expires_at above this is not a date (a Timestamp, say) and counts as expired.
+LATEST_DATE = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)
+
 
 def key_filter(
     store_name: str, key: str, dataset_id: ObjectId | None
@@ -39,10 +42,16 @@ def upsert_pipeline(
     ``created_at`` is kept when a live key is overwritten and set to ``now``
     otherwise, as the contract of set_key requires.
     """
+    expires_later = {
+        "$and": [
+            {"$gt": ["$expires_at", now]},
+            {"$lte": ["$expires_at", LATEST_DATE]},
+        ]
+    }
     was_live = {
         "$and": [
             {"$gt": ["$created_at", None]},
-            {"$or": [{"$lte": ["$expires_at", None]}, {"$gt": ["$expires_at", now]}]},
+            {"$or": [{"$lte": ["$expires_at", None]}, expires_later]},
         ]
     }
     return [

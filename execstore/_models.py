@@ -71,14 +71,17 @@ def to_utc_millis(moment: datetime) -> datetime:
     return moment
 
 
-def _optional_utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else to_utc_millis(moment)
+def _optional_utc(moment: object) -> datetime | None:
+    # Another tool may have stored something else than a date; it counts as none.
+    return to_utc_millis(moment) if isinstance(moment, datetime) else None
 
 
 def _created_at(raw: Mapping[str, Any]) -> datetime:
-    # Documents written by other tools may lack created_at; the ObjectId still
-    # records when the document was inserted.
-    created = raw.get("created_at") or raw.get("updated_at")
+    # Documents written by other tools may lack created_at, or hold something
+    # else than a date there. The ObjectId still records the insertion time.
+    created = _optional_utc(raw.get("created_at")) or _optional_utc(
+        raw.get("updated_at")
+    )
     if created is None and isinstance(raw.get("_id"), ObjectId):
         created = raw["_id"].generation_time
     return to_utc_millis(created or datetime.fromtimestamp(0, timezone.utc))

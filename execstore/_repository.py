@@ -17,10 +17,11 @@ import functools
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, ParamSpec, TypeVar
 
 from bson import ObjectId
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.errors import (
     BulkWriteError,
@@ -64,6 +65,7 @@ EXPIRY_INDEX_KEYS = [("expires_at", ASCENDING)]
 
 _AUTHENTICATION_FAILED_CODE = 18
 _DUPLICATE_KEY_CODE = 11000
+_LATEST_DATE = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)
 # Keys per step of set_keys. The $in query that reads their state stays far
 # under MongoDB's 16 MiB command limit even when every key is 4096 bytes.
 BULK_WRITE_CHUNK_KEYS = 1000
@@ -129,6 +131,12 @@ def _translate_driver_errors(
             raise DatabaseError(
                 f"MongoDB driver error: {type(exc).__name__}: {_first_line(exc)}"
             ) from exc
+        except InvalidDocument:
+            # Values were checked before the call, so one changed since. The
+            # driver's message shows the value, so it is not kept.
+            raise InvalidValueError(
+                "value", "BSON cannot encode it; was it changed during the call?"
+            ) from None
 
     return wrapper
 
@@ -802,10 +810,19 @@ def _upsert_pipeline(
     value: Any, policy: str, expires_at: datetime | None, now: datetime
 ) -> list[dict[str, Any]]:
     """Return the update that writes a key and keeps created_at of a live key."""
+    # Like the live filter of reads, an expires_at that is not a date is
+    # expired. Timestamps and the other types that sort after dates in BSON
+    # order are above the latest date; mongomock has no $type to test with.
+    expires_later = {
+        "$and": [
+            {"$gt": ["$expires_at", now]},
+            {"$lte": ["$expires_at", _LATEST_DATE]},
+        ]
+    }
     was_live = {
         "$and": [
             {"$gt": ["$created_at", None]},
-            {"$or": [{"$lte": ["$expires_at", None]}, {"$gt": ["$expires_at", now]}]},
+            {"$or": [{"$lte": ["$expires_at", None]}, expires_later]},
         ]
     }
     stage = {

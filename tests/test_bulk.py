@@ -306,3 +306,24 @@ async def test_bad_entry_named_by_index(service, backend):
     assert raised.value.argument == "values"
     assert "the mapping's entry at index 1500" in str(raised.value)
     assert await backend.count_documents({}) == 0
+
+
+@pytest.mark.parametrize("method", ["set_key", "set_keys"])
+async def test_value_made_unencodable_during_the_call(service, monkeypatch, method):
+    value = {"n": 1}
+    get_collection = MongoExecutionStoreRepo._ready
+
+    async def spoil_value_then_get_collection(repo):
+        value["bad"] = {"SECRET"}
+        return await get_collection(repo)
+
+    monkeypatch.setattr(
+        MongoExecutionStoreRepo, "_ready", spoil_value_then_get_collection
+    )
+    with pytest.raises(InvalidValueError) as raised:
+        if method == "set_key":
+            await service.set_key("runs", "k", value)
+        else:
+            await service.set_keys("runs", {"k": value})
+
+    assert "SECRET" not in str(raised.value)

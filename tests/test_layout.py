@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from bson import ObjectId
+from bson import ObjectId, Timestamp
 from mongomock_motor import AsyncMongoMockClient
 
 from execstore import (
@@ -207,6 +207,40 @@ async def test_missing_policy_follows_expiry(
     assert stored.value == "dark"
     assert stored.created_at == raw["created_at"]
     assert stored.policy == policy
+
+
+async def test_timestamps_that_are_not_dates_fall_back(
+    service, backend, dataset_id, clock
+):
+    raw = stored_key(dataset_id, clock, created_at="2020-01-01", updated_at=7)
+    await backend.insert_one(raw)
+
+    stored = await service.get_key("settings", "theme")
+
+    assert stored.value == "dark"
+    assert stored.created_at == raw["_id"].generation_time
+    assert stored.updated_at is None
+
+
+@pytest.mark.mongod_only  # mongomock's $type in a pipeline update is not checked
+@pytest.mark.parametrize("backend", ["mongod"], indirect=True)
+@pytest.mark.parametrize("method", ["set_key", "set_keys"])
+async def test_expiry_that_is_not_a_date_counts_as_expired(
+    service, backend, dataset_id, clock, method
+):
+    raw = stored_key(dataset_id, clock, expires_at=Timestamp(2**31 - 1, 0))
+    await backend.insert_one(raw)
+
+    has_key = await service.has_key("settings", "theme")
+    if method == "set_key":
+        await service.set_key("settings", "theme", "light")
+    else:
+        await service.set_keys("settings", {"theme": "light"})
+
+    stored = await service.get_key("settings", "theme")
+    assert has_key is False
+    assert stored.value == "light"
+    assert stored.created_at == clock.now
 
 
 async def test_global_key_without_dataset_id_field(
