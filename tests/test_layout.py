@@ -225,7 +225,7 @@ async def test_timestamps_that_are_not_dates_fall_back(
 @pytest.mark.mongod_only  # mongomock's $type in a pipeline update is not checked
 @pytest.mark.parametrize("backend", ["mongod"], indirect=True)
 @pytest.mark.parametrize("method", ["set_key", "set_keys"])
-async def test_expiry_that_is_not_a_date_counts_as_expired(
+async def test_non_date_expiry_counts_as_expired(
     service, backend, dataset_id, clock, method
 ):
     raw = stored_key(dataset_id, clock, expires_at=Timestamp(2**31 - 1, 0))
