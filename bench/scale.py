@@ -4,7 +4,7 @@ The large collection contains ``keys`` keys spread over 1,000 stores, a third
 of them in each of three contexts (the global one and two datasets). The
 measured dataset context also has one large store of ``big_store_keys`` keys,
 a store of 1,000 keys and a small store of 10 keys, and the global context a
-small store of 10 keys. The nearly empty collection holds one key in each of
+small store of 10 keys. The nearly empty collection contains one key in each of
 the 1,000 stores, the small stores and the 1,000-key store, so that listing
 stores gives the same answer on both collections. Documents are bulk-inserted
 in the stored layout, then the service builds the indexes on its first call.

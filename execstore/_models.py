@@ -72,13 +72,13 @@ def to_utc_millis(moment: datetime) -> datetime:
 
 
 def _optional_utc(moment: object) -> datetime | None:
-    # Another tool may have stored something else than a date; it counts as none.
+    # Another tool may have stored something other than a date, which counts as none.
     return to_utc_millis(moment) if isinstance(moment, datetime) else None
 
 
 def _created_at(raw: Mapping[str, Any]) -> datetime:
-    # Documents written by other tools may lack created_at, or hold something
-    # else than a date there. The ObjectId still records the insertion time.
+    # Documents written by other tools may lack created_at, or contain something
+    # other than a date there. The ObjectId still records the insertion time.
     created = _optional_utc(raw.get("created_at")) or _optional_utc(
         raw.get("updated_at")
     )

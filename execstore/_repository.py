@@ -132,10 +132,12 @@ def _translate_driver_errors(
                 f"MongoDB driver error: {type(exc).__name__}: {_first_line(exc)}"
             ) from exc
         except InvalidDocument:
-            # Values were checked before the call, so one changed since. The
-            # driver's message shows the value, so it is not kept.
+            # Values are checked before the call, so this one was changed since.
+            # The driver's message shows the value, so it is not kept.
             raise InvalidValueError(
-                "value", "BSON cannot encode it; was it changed during the call?"
+                "value",
+                "BSON cannot encode it now. Do not change a value until the "
+                "call returns",
             ) from None
 
     return wrapper
@@ -812,7 +814,7 @@ def _upsert_pipeline(
     """Return the update that writes a key and keeps created_at of a live key."""
     # Like the live filter of reads, an expires_at that is not a date is
     # expired. Timestamps and the other types that sort after dates in BSON
-    # order are above the latest date; mongomock has no $type to test with.
+    # order are above the latest date. mongomock has no $type to test with.
     expires_later = {
         "$and": [
             {"$gt": ["$expires_at", now]},

@@ -159,7 +159,7 @@ def validate_value(value: object, argument: str, names_bytes: int) -> bytes:
     except Exception as exc:  # the encoder raises several types, user code others
         raise InvalidValueError(argument, _describe_encoding_error(exc)) from None
     # Each level of nesting takes at least _MIN_BYTES_PER_LEVEL encoded bytes,
-    # so only a value this large can nest too deeply; most skip the walk.
+    # so only a value this large can nest too deeply. Most values skip the walk.
     if len(encoded) >= _MIN_BYTES_PER_LEVEL * (MAX_NESTING_DEPTH + 1):
         _check_nesting(value, argument)
     size = len(encoded) + names_bytes + _FIELDS_OVERHEAD_BYTES

@@ -2,7 +2,7 @@
 
 set_keys inserts the keys that do not exist, updates the live ones by _id and
 sends the rest (expired keys, documents without created_at, and keys that
-another writer changed after set_keys read them) through set_key's upsert.
+another writer created or deleted after set_keys read them) through set_key's upsert.
 These tests reach every path, and inject each race by changing the collection
 right after set_keys has read it. They also check the clock reading per 1,000
 keys, the copy of the mapping that is written, and where an error points.
@@ -309,7 +309,7 @@ async def test_bad_entry_named_by_index(service, backend):
 
 
 @pytest.mark.parametrize("method", ["set_key", "set_keys"])
-async def test_value_made_unencodable_during_the_call(service, monkeypatch, method):
+async def test_value_spoiled_during_call(service, monkeypatch, method):
     value = {"n": 1}
     get_collection = MongoExecutionStoreRepo._ready
 

@@ -48,7 +48,7 @@ def contexts(make_service) -> Contexts:
 
 async def test_global_listing_with_shared_names(contexts, backend):
     # The global context's names come from the first dataset_id of each store
-    # name, where null sorts first; these cases surround a null.
+    # name, where null sorts first. These cases put names on both sides of it.
     await contexts.first.set_key("shared", "k", 1)
     await contexts.global_.set_key("shared", "k", 2)
     await contexts.second.set_key("datasets-only", "k", 3)

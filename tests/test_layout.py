@@ -209,9 +209,7 @@ async def test_missing_policy_follows_expiry(
     assert stored.policy == policy
 
 
-async def test_timestamps_that_are_not_dates_fall_back(
-    service, backend, dataset_id, clock
-):
+async def test_non_date_timestamps_fall_back(service, backend, dataset_id, clock):
     raw = stored_key(dataset_id, clock, created_at="2020-01-01", updated_at=7)
     await backend.insert_one(raw)
 
@@ -222,7 +220,7 @@ async def test_timestamps_that_are_not_dates_fall_back(
     assert stored.updated_at is None
 
 
-@pytest.mark.mongod_only  # mongomock's $type in a pipeline update is not checked
+@pytest.mark.mongod_only  # mongomock cannot compare a BSON Timestamp with a date
 @pytest.mark.parametrize("backend", ["mongod"], indirect=True)
 @pytest.mark.parametrize("method", ["set_key", "set_keys"])
 async def test_non_date_expiry_counts_as_expired(

@@ -278,9 +278,7 @@ async def _build_indexes(uri: str, database_name: str) -> None:
 
 
 @pytest.mark.parametrize("context", ["dataset", "global"])
-def test_store_listing_skips_from_store_to_store(
-    mongod: MongodProcess, context: str
-) -> None:
+def test_store_listing_uses_distinct_scan(mongod: MongodProcess, context: str) -> None:
     # An index scan over every key of a context passes the check above, yet
     # makes list_stores grow with the keys. A DISTINCT_SCAN reads one index
     # entry per store instead.
